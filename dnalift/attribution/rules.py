@@ -90,26 +90,25 @@ def rescale_multiplier(fn, rest, kwargs, *, dx, dy, ref_in, eps) -> torch.Tensor
     ref_in : Tensor
         The op's input on the references.
     """
-    m = dy / dx
-    small = dx.abs() < eps
+    m = dy.div_(dx) if not dy.requires_grad else dy / dx
+    small = dx.abs_() < eps
     if bool(small.any()):
-        m = torch.where(small, derivative_where(fn, ref_in, rest, kwargs, small), m)
+        replace_on_rows(m, small, lambda rows: derivative(fn, ref_in[rows], rest, kwargs))
     return m
 
 
-def derivative_where(fn, t: torch.Tensor, rest: tuple, kwargs: dict, mask: torch.Tensor) -> torch.Tensor:
-    """The derivative of ``fn`` at ``t``, computed only on the batch rows (dim 0) where ``mask`` has entries.
+def replace_on_rows(values: torch.Tensor, mask: torch.Tensor, compute) -> None:
+    """Set ``values[mask]`` in place from ``compute(rows)``, evaluated on the batch rows (dim 0) that need it.
 
-    Elsewhere the result is 0. Near-zero differences are rare, so this is usually a handful of rows.
+    Near-zero differences are rare, so this usually touches a handful of rows, not the whole batch.
     """
-    if t.dim() == 0:
-        return derivative(fn, t, rest, kwargs)
+    if values.dim() == 0:
+        values.copy_(torch.where(mask, compute(slice(None)), values))
+        return
     rows = mask.reshape(mask.shape[0], -1).any(1).nonzero().squeeze(1)
-    out = torch.zeros_like(t)
-    if rows.numel() == t.shape[0]:
-        return derivative(fn, t, rest, kwargs)
-    out[rows] = derivative(fn, t[rows], rest, kwargs)
-    return out
+    if rows.numel() == values.shape[0]:
+        rows = slice(None)
+    values[rows] = torch.where(mask[rows], compute(rows), values[rows])
 
 
 class RescaleFunction(torch.autograd.Function):
@@ -202,7 +201,7 @@ class MaxWindows:
         return values, index.reshape(self.flat(t).shape[0], -1)
 
 
-def max_coefficients(x_values, x_index, ref_values, ref_index, x_flat, ref_flat):
+def max_coefficients(x_values, x_index, ref_values, ref_index, x_at_ref, ref_flat):
     """Per-window coefficients of the exact max rule.
 
     With ``y = max(x window)``, ``y0 = max(reference window)`` and ``M = max(y, y0)``, the difference
@@ -213,11 +212,13 @@ def max_coefficients(x_values, x_index, ref_values, ref_index, x_flat, ref_flat)
     Parameters
     ----------
     x_values, ref_values : Tensor (P, K)
-        Window maxima of the sequence (repeated for each reference) and of the references.
+        Window maxima of the sequence (lined up with each reference) and of the references.
     x_index, ref_index : Tensor (P, K)
         Their flat positions in S.
-    x_flat, ref_flat : Tensor (P, S)
-        The op's input on sequences (repeated) and references.
+    x_at_ref : Tensor (P, K)
+        The sequence's values at the references' argmax positions.
+    ref_flat : Tensor (P, S)
+        The op's input on the references.
 
     Returns
     -------
@@ -225,7 +226,7 @@ def max_coefficients(x_values, x_index, ref_values, ref_index, x_flat, ref_flat)
     """
     top = torch.maximum(x_values, ref_values)
     dx_at_x = x_values - ref_flat.gather(1, x_index)
-    dx_at_ref = x_flat.gather(1, ref_index) - ref_values
+    dx_at_ref = x_at_ref - ref_values
     zero_x = dx_at_x == 0
     zero_ref = dx_at_ref == 0
     a = torch.where(zero_x, (x_values >= ref_values).to(top.dtype),
@@ -245,16 +246,29 @@ def max_rule_terms(windows: MaxWindows, x_in, ref_in, pairing: Pairing, dim: int
     terms : list of (index (P, K), coefficient (P, K))
         The output difference is ``sum(coefficient * dx.gather(index))`` over the terms.
     """
-    x_rep = pairing.expand(x_in, dim)
-    x_flat = windows.flat(x_rep)
     ref_flat = windows.flat(ref_in)
-    x_values, x_index = windows.pool(x_rep)
     ref_out, ref_index = windows.pool(ref_in)
-    x_values = x_values.reshape(x_index.shape)
     ref_values = ref_out.reshape(ref_index.shape)
+    if dim == 0:
+        # Pool the sequences once and line their windows up with the references' rows by index arithmetic,
+        # without repeating the sequences' activations for every reference.
+        x_flat = windows.flat(x_in)
+        x_values, x_index = windows.pool(x_in)
+        x_values = x_values.reshape(x_index.shape)
+        per_row = x_flat.shape[0] // pairing.n  # windows' rows per sequence
+        rows = torch.arange(ref_flat.shape[0], device=ref_in.device)
+        x_rows = (rows // (per_row * pairing.r)) * per_row + rows % per_row
+        x_values, x_index = x_values[x_rows], x_index[x_rows]
+        x_at_ref = x_flat.reshape(-1)[(x_rows * x_flat.shape[1]).unsqueeze(1) + ref_index]
+    else:
+        x_rep = pairing.expand(x_in, dim)
+        x_flat = windows.flat(x_rep)
+        x_values, x_index = windows.pool(x_rep)
+        x_values = x_values.reshape(x_index.shape)
+        x_at_ref = x_flat.gather(1, ref_index)
     if not exact:  # the original code: the gradient at the input's argmax
         return ref_out, [(x_index, torch.ones_like(x_values))]
-    a, b = max_coefficients(x_values, x_index, ref_values, ref_index, x_flat, ref_flat)
+    a, b = max_coefficients(x_values, x_index, ref_values, ref_index, x_at_ref, ref_flat)
     return ref_out, [(x_index, a), (ref_index, b)]
 
 
