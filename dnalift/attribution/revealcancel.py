@@ -267,10 +267,10 @@ class SplitPass:
         rest, kwargs = tuple(args[1:]), step.kwargs
         x_in, x_out = x_env[source], x_env[step.node.name]
         pairing = self.pairing
-        dx = pairing.diff(x_in, ref_in, dim)
         dy = pairing.diff(x_out, ref_out, dim)
         if rule == "rescale":
-            m = rescale_multiplier(step.fn, rest, kwargs, dx=dx, dy=dy, ref_in=ref_in, eps=self.eps)
+            m = rescale_multiplier(step.fn, rest, kwargs, dx=pairing.diff(x_in, ref_in, dim), dy=dy,
+                                   ref_in=ref_in, eps=self.eps)
             return map_parts(d, lambda t: t * m)
         parts = as_split(d)
         pos, neg = parts.pos.detach(), parts.neg.detach()
@@ -288,9 +288,11 @@ class SplitPass:
             # The limit of dy+/dx+ as dx+ -> 0 is (f'(x0) + f'(x0 + dx-)) / 2, and symmetrically.
             at_ref = derivative(step.fn, ref_in, rest, kwargs)
             if any_pos:
-                m_pos = torch.where(small_pos, 0.5 * (at_ref + derivative(step.fn, at_neg, rest, kwargs)), m_pos)
+                limit = derivative(step.fn, at_neg, rest, kwargs).add_(at_ref).mul_(0.5)
+                m_pos = torch.where(small_pos, limit, m_pos)
             if any_neg:
-                m_neg = torch.where(small_neg, 0.5 * (at_ref + derivative(step.fn, at_pos, rest, kwargs)), m_neg)
+                limit = derivative(step.fn, at_pos, rest, kwargs).add_(at_ref).mul_(0.5)
+                m_neg = torch.where(small_neg, limit, m_neg)
         return Split(parts.pos * m_pos, parts.neg * m_neg)
 
     # ------------------------------------------------------------------------------------------ max

@@ -54,13 +54,19 @@ class Pairing:
         return expanded.reshape(shape[:dim] + (self.n * self.r,) + shape[dim + 1:])
 
 
+def _prelu_derivative(t, rest):
+    weight = rest[0]
+    if weight.numel() > 1 and t.dim() > 1:
+        weight = weight.reshape([1, -1] + [1] * (t.dim() - 2))
+    return torch.where(t > 0, torch.ones((), dtype=t.dtype, device=t.device), weight.to(t.dtype))
+
+
 _CLOSED_FORM = {
     "relu": lambda t, rest: (t > 0).to(t.dtype),
-    "leaky_relu": lambda t, rest: torch.where(t > 0, 1.0, rest[0] if rest else 0.01).to(t.dtype),
-    "prelu": lambda t, rest: torch.where(t > 0, torch.ones_like(t), rest[0].reshape(
-        [1, -1] + [1] * (t.dim() - 2)) if rest[0].numel() > 1 and t.dim() > 1 else rest[0]),
+    "leaky_relu": lambda t, rest: torch.where(t > 0, 1.0, float(rest[0]) if rest else 0.01).to(t.dtype),
+    "prelu": _prelu_derivative,
     "sigmoid": lambda t, rest: torch.sigmoid(t).mul_(torch.sigmoid(-t)),
-    "tanh": lambda t, rest: 1 - torch.tanh(t).square_(),
+    "tanh": lambda t, rest: torch.tanh(t).square_().neg_().add_(1),
     "exp": lambda t, rest: torch.exp(t),
 }
 
@@ -72,7 +78,7 @@ def derivative(fn, t: torch.Tensor, rest: tuple, kwargs: dict) -> torch.Tensor:
     """
     closed = _CLOSED_FORM.get(ops.op_name(fn))
     if closed is not None and not kwargs:
-        return closed(t, rest).to(t.dtype).expand_as(t)
+        return closed(t, rest).expand_as(t)
     with torch.enable_grad():
         point = t.detach().requires_grad_(True)
         out = fn(point, *rest, **kwargs)
