@@ -56,7 +56,8 @@ COMBINING = {"cat", "stack", "concat", "concatenate", "where"}
 # Elementwise nonlinearities of one tensor (other arguments are constants: PReLU weight, slopes...).
 NONLINEAR = {
     "relu", "leaky_relu", "prelu", "_prelu_kernel", "elu", "selu", "celu", "gelu", "silu", "sigmoid", "tanh",
-    "softplus", "exp", "hardtanh", "relu6", "hardsigmoid", "hardswish", "mish",
+    "softplus", "exp", "hardtanh", "relu6", "hardsigmoid", "hardswish", "mish", "clamp", "clamp_min",
+    "clamp_max", "abs", "square", "pow", "log1p", "log", "sqrt", "rsqrt", "log_sigmoid", "expm1", "sin", "cos",
 }
 MAX = {
     "max_pool1d", "max_pool2d", "max_pool1d_with_indices", "max_pool2d_with_indices", "adaptive_max_pool1d",
