@@ -1,0 +1,124 @@
+"""How the command line reports failures: one line on stderr, ``Error: <message>``, and an exit code.
+
+==========================================  =====  ===========================================
+what went wrong                              exit   examples
+==========================================  =====  ===========================================
+usage: an option or argument is wrong        2      ``--shard 3-of-2``, FASTA and ``--regions``,
+(``click.UsageError``, ``BadParameter``,            ``--regions`` without ``--genome``, an odd
+:class:`~dnalift.errors.TargetError`)               ``--window``, ``--target`` the model lacks
+data: a file or model cannot be used         1      missing/empty/not FASTA, model format, IUPAC
+(:class:`~dnalift.errors.DnaliftError`,             letters with ``--n-policy error``, output
+``OSError``)                                        exists, truncated HDF5, invalid result file
+interrupted (Ctrl-C)                         130
+anything else (a bug: please report it)      1      the line says to rerun with ``-v``
+==========================================  =====  ===========================================
+
+There is never a traceback on stderr, except in the log with ``-v`` (for debugging).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from dnalift.cli import _logging
+from dnalift.errors import DnaliftError, TargetError
+
+log = logging.getLogger("dnalift.cli")
+
+USAGE, DATA, INTERRUPTED = 2, 1, 130
+_NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+def one_line(text) -> str:
+    """A message on one line (newlines and runs of spaces become single spaces)."""
+    return " ".join(str(text).split())
+
+
+def _emit(message: str) -> None:
+    click.echo(f"Error: {one_line(message)}", err=True)
+
+
+def _os_message(e: OSError) -> str:
+    what = e.strerror or str(e) or type(e).__name__
+    where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+    return f"{where}{what[0].lower() + what[1:] if what else what}; check the path and its permissions"
+
+
+def _debug_traceback(e: BaseException) -> None:
+    if _logging.state["verbose"]:
+        log.info("traceback, for debugging:", exc_info=(type(e), e, e.__traceback__))
+
+
+def run_main(invoke, standalone_mode: bool):
+    """Call ``invoke()`` (click's non-standalone main) and turn every failure into one line and an exit code.
+
+    Returns the exit code (0 on success) in non-standalone mode; exits in standalone mode.
+    """
+    code = 0
+    saved = _logging.snapshot()
+    try:
+        code = _run(invoke)
+    finally:
+        _logging.restore(saved)
+    if standalone_mode:
+        sys.exit(code)
+    return code
+
+
+def _run(invoke) -> int:
+    code = 0
+    try:
+        rv = invoke()
+        if isinstance(rv, int) and not isinstance(rv, bool):
+            code = rv
+    except _NO_ARGS as e:
+        click.echo(e.ctx.get_help() if e.ctx else str(e), err=True)
+        code = USAGE
+    except click.UsageError as e:
+        hint = ""
+        if e.ctx is not None:
+            hint = f" (see '{e.ctx.command_path} --help')"
+        _emit(f"{e.format_message()}{hint}")
+        code = USAGE
+    except click.ClickException as e:
+        _emit(e.format_message())
+        code = e.exit_code
+    except click.Abort as e:
+        cause = e.__cause__ or e.__context__
+        _emit("interrupted" if isinstance(cause, KeyboardInterrupt) else "aborted")
+        code = INTERRUPTED if isinstance(cause, KeyboardInterrupt) else DATA
+    except KeyboardInterrupt:
+        _emit("interrupted")
+        code = INTERRUPTED
+    except TargetError as e:
+        _debug_traceback(e)
+        _emit(str(e))
+        code = USAGE
+    except DnaliftError as e:
+        _debug_traceback(e)
+        _emit(str(e))
+        code = DATA
+    except OSError as e:
+        _debug_traceback(e)
+        _emit(_os_message(e))
+        code = DATA
+    except MemoryError as e:
+        _debug_traceback(e)
+        _emit("out of memory; lower --batch-size (or score fewer sequences at a time with --shard)")
+        code = DATA
+    except Exception as e:  # a bug: still one line, the traceback only with -v
+        _debug_traceback(e)
+        _emit(f"unexpected {type(e).__name__}: {e}; rerun with -v to see the traceback and please report it")
+        code = DATA
+    return code
+
+
+def verbosity_options(f):
+    """``-v/--verbose`` (repeatable) and ``-q/--quiet``; the command calls ``_logging.setup`` with them."""
+    f = click.option("-q", "--quiet", is_flag=True, help="Only errors: no progress, warnings or summary.")(f)
+    f = click.option("-v", "--verbose", count=True,
+                     help="More log lines (-v: info, -vv: debug, with tracebacks of errors).")(f)
+    return f

@@ -1,0 +1,87 @@
+"""``dnalift export``: TF-MoDISco's npz pair, or a bigWig track of per-base scores."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from dnalift.cli import _logging
+from dnalift.cli._errors import verbosity_options
+
+log = logging.getLogger("dnalift.cli")
+
+
+def _check_window(ctx, param, value):
+    if value is not None and (value < 2 or value % 2):
+        raise click.BadParameter(f"{value} must be even and at least 2 (TF-MoDISco's -w keeps L//2 - w//2 to "
+                                 f"L//2 + w//2, so an odd window loses a position)")
+    return value
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("result", type=click.Path(dir_okay=False, path_type=Path), metavar="OUT.h5")
+@click.option("--format", "fmt", required=True, type=click.Choice(["modisco", "bigwig"]),
+              help="modisco: PREFIX.hyp.npz and PREFIX.ohe.npz; bigwig: per-base contributions on the genome.")
+@click.option("-o", "--output", required=True, metavar="PREFIX|out.bw",
+              help="modisco: the prefix of the two npz files; bigwig: the .bw file.")
+@click.option("--window", type=int, callback=_check_window, metavar="W",
+              help="modisco: keep only the central W positions (even), as `modisco motifs -w W` does.")
+@click.option("--genome", type=click.Path(dir_okay=False, path_type=Path), metavar="genome.fa",
+              help="bigwig: the genome FASTA (its .fai index gives the chromosome sizes), or a .fai / "
+                   "chrom.sizes file; default: the genome recorded in OUT.h5.")
+@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+@verbosity_options
+def export(result, fmt, output, window, genome, force, verbose, quiet):
+    """Export OUT.h5 for TF-MoDISco or a genome browser, and print the next command to run.
+
+    \b
+    modisco: two npz files (key arr_0, shape (n, 4, W), float32) of hypothetical scores and one-hot
+             sequences, for `modisco motifs -s PREFIX.ohe.npz -a PREFIX.hyp.npz` (TF-MoDISco lite also
+             reads OUT.h5 directly: `modisco motifs -i OUT.h5`).
+    bigwig:  per-base contribution (of the observed base) on genome coordinates, for files scored from
+             --regions; overlapping windows are averaged.
+    """
+    _logging.setup(verbose, quiet)
+    if fmt == "modisco" and genome is not None:
+        raise click.UsageError("--genome is for --format bigwig")
+    if fmt == "bigwig" and window is not None:
+        raise click.UsageError("--window is for --format modisco")
+
+    from dnalift.io import export as ex
+    from dnalift.io.store import open_results
+
+    if fmt == "modisco":
+        with open_results(result) as r:  # a clear error for a bad file before any output is made
+            n, length = r.n, r.length
+        if window is not None and window > length:
+            raise click.BadParameter(f"{window} is longer than the sequences ({length} bp)",
+                                     param_hint="'--window'")
+        done = ex.export_modisco(result, output, window=window, force=force)
+        w = window or length
+        if not quiet:
+            click.echo(f"wrote {done.hypothetical} and {done.one_hot} ({n} sequences x 4 x {w})")
+            click.echo("next, find motifs with TF-MoDISco:")
+            click.echo(f"  {done.command}")
+        return
+
+    with open_results(result) as r:
+        recorded = r.attrs.get("genome")
+        has_regions = "regions" in r.file
+    if not has_regions:
+        from dnalift.errors import StoreError
+
+        raise StoreError(f"{result} has no genome regions (it was scored from a FASTA); bigWig export needs a "
+                         f"file scored with --regions BED --genome FASTA")
+    if genome is None:
+        if not recorded:
+            raise click.UsageError("--format bigwig needs --genome genome.fa (its .fai gives the chromosome sizes)")
+        genome = Path(recorded)
+        log.info("chromosome sizes from %s (recorded in %s)", genome, result)
+    out = Path(output)
+    ex.export_bigwig(result, out, genome_fai=genome, force=force)
+    if not quiet:
+        click.echo(f"wrote {out}")
+        click.echo("next, look at it in a genome browser (IGV: File > Load from File), or summarise it:")
+        click.echo(f"  bigWigInfo {out}")

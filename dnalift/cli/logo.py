@@ -1,0 +1,81 @@
+"""``dnalift logo``: the contribution logo of one sequence of a result file."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import click
+
+from dnalift.cli import _logging
+from dnalift.cli._errors import verbosity_options
+from dnalift.errors import StoreError
+
+log = logging.getLogger("dnalift.cli")
+
+FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
+
+
+def _check_output(ctx, param, value: Path):
+    fmt = FORMATS.get(value.suffix.lower())
+    if fmt is None:
+        raise click.BadParameter(f"{value.name!r}: the file name must end in .png, .pdf or .svg")
+    return value
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("result", type=click.Path(dir_okay=False, path_type=Path), metavar="OUT.h5")
+@click.option("--name", metavar="NAME", help="The sequence to draw, by name (`dnalift inspect OUT.h5 --names`).")
+@click.option("--index", type=click.IntRange(min=0), metavar="I", help="The sequence to draw, by row (0-based).")
+@click.option("--start", type=click.IntRange(min=0), metavar="S", help="First position to draw (0-based).")
+@click.option("--end", type=click.IntRange(min=1), metavar="E", help="End of the positions to draw (exclusive).")
+@click.option("--around-max", type=click.IntRange(min=1), metavar="W",
+              help="Draw W positions centred on the largest absolute contribution.")
+@click.option("--hypothetical", is_flag=True, help="Add a panel with the hypothetical scores of all four bases.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              callback=_check_output, metavar="logo.png|pdf|svg", help="Image file; the format is its suffix.")
+@verbosity_options
+def logo(result, name, index, start, end, around_max, hypothetical, output, verbose, quiet):
+    """Draw the contribution logo of one sequence of OUT.h5.
+
+    Letter heights are the contribution of the observed base (projected_shap/seq): above the axis when it
+    raises the prediction, below when it lowers it; A green, C blue, G orange, T red. The title gives the
+    name and the prediction.
+    """
+    _logging.setup(verbose, quiet)
+    if (name is None) == (index is None):
+        raise click.UsageError("give the sequence with exactly one of --name NAME and --index I")
+    if around_max is not None and (start is not None or end is not None):
+        raise click.UsageError("give either --start/--end or --around-max, not both")
+    if start is not None and end is not None and end <= start:
+        raise click.UsageError(f"--end {end} must be larger than --start {start}")
+
+    from dnalift.io.store import open_results
+    from dnalift.plotting import plot_result
+
+    with open_results(result) as reader:
+        if index is not None and index >= reader.n:
+            raise StoreError(f"--index {index} is out of range: {result} has {reader.n} sequences (0-{reader.n - 1})")
+        if (start is not None and start >= reader.length) or (end is not None and end > reader.length):
+            raise click.UsageError(f"--start/--end must lie within the {reader.length} positions of the sequences "
+                                   f"(0 <= start < end <= {reader.length})")
+        try:
+            fig = plot_result(reader, name if name is not None else index, start=start, end=end,
+                              around_max=around_max, hypothetical=hypothetical)
+        except StoreError as e:
+            if name is not None and "no sequence named" in str(e):
+                raise StoreError(f"{e}; list the names with `dnalift inspect {result} --names`") from None
+            raise
+        row = reader.index_of(name) if name is not None else index
+        label = reader.names[row]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.partial{output.suffix}")
+    try:
+        fig.savefig(tmp, format=FORMATS[output.suffix.lower()], dpi=150)
+        os.replace(tmp, output)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    if not quiet:
+        click.echo(f"wrote {output} (sequence {label}, row {row})")

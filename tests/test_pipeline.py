@@ -1,0 +1,204 @@
+"""dnalift.pipeline: option parsing, output names, targets, references files, progress, failure clean-up."""
+
+from __future__ import annotations
+
+import logging
+import math
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from dnalift import pipeline
+from dnalift.encoding import one_hot_encode
+from dnalift.errors import ReferenceInputError, SequenceError, TargetError
+from dnalift.io.store import open_results, partial_path
+
+L = 16
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(4, 4, 3, padding=1)
+        self.out = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.conv(x)).mean(dim=-1))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pipeline")
+    torch.manual_seed(0)
+    net = Net().eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(3)
+    example = torch.zeros(2, 4, L)
+    batch = torch.export.Dim("batch", min=1)
+    torch.export.save(torch.export.export(net, (example,), dynamic_shapes=({0: batch},)), d / "net.pt2")
+    rng = np.random.default_rng(0)
+    seqs = {f"q{i}": "".join("ACGT"[j] for j in rng.integers(0, 4, L)) for i in range(10)}
+    (d / "seqs.fa").write_text("".join(f">{k}\n{v}\n" for k, v in seqs.items()))
+    return types.SimpleNamespace(dir=d, model=d / "net.pt2", fasta=d / "seqs.fa", seqs=seqs, net=net)
+
+
+def test_parse_shard():
+    assert pipeline.parse_shard("2-of-8") == (2, 8)
+    assert pipeline.parse_shard(" 1-OF-1 ") == (1, 1)
+    for bad in ("3-of-2", "0-of-2", "1of2", "a-of-b", "1-of-0", ""):
+        with pytest.raises(ValueError):
+            pipeline.parse_shard(bad)
+
+
+def test_output_paths():
+    assert pipeline.output_paths("d/out.h5", ["0"]) == [Path("d/out.h5")]
+    assert pipeline.output_paths("d/out.h5", ["0", "enhancer"]) == [Path("d/out.0.h5"), Path("d/out.enhancer.h5")]
+    assert pipeline.output_paths("d/out", ["1", "2"]) == [Path("d/out.1.h5"), Path("d/out.2.h5")]
+    assert pipeline.output_paths("o.hdf5", ["a/b", "c d"]) == [Path("o.a_b.hdf5"), Path("o.c_d.hdf5")]
+    # labels that collide once made file-safe are numbered
+    assert pipeline.output_paths("o.h5", ["a/b", "a_b"]) == [Path("o.0_a_b.h5"), Path("o.1_a_b.h5")]
+
+
+def _fake_model(n, names=None):
+    return types.SimpleNamespace(n_outputs=n, output_names=names, name="m.pt", path="m.pt")
+
+
+def test_resolve_targets():
+    m = _fake_model(3, ("a", "b", "c"))
+    assert pipeline.resolve_targets(m, ["c", 0, "-2"]) == [(2, "c"), (0, "0"), (1, "-2")]
+    with pytest.raises(TargetError, match="0=a, 1=b, 2=c"):
+        pipeline.resolve_targets(m, ["d"])
+    with pytest.raises(TargetError, match="given twice"):
+        pipeline.resolve_targets(m, ["a", "0"])
+    with pytest.raises(TargetError, match="3 output"):
+        pipeline.resolve_targets(m, [3])
+    with pytest.raises(TargetError, match="declares no output names"):
+        pipeline.resolve_targets(_fake_model(1), ["x"])
+    with pytest.raises(TargetError):
+        pipeline.resolve_targets(m, [])
+
+
+def test_union_ranges():
+    assert pipeline._union_ranges([[(0, 4), (8, 12)], [(4, 6)], [(10, 14), (20, 20)]]) == [(0, 6), (8, 14)]
+    assert pipeline._union_ranges([[], []]) == []
+
+
+def test_summary_line():
+    s = pipeline.ScoreSummary(outputs=[Path("a.h5")], targets=["0"], n_sequences=10, n_scored=6, n_resumed=4,
+                              n_skipped=1, seconds=75.2, max_abs_delta=3.14e-6, worst="q3")
+    assert s.line() == ("scored 6 sequences, 4 kept from the interrupted run, skipped 1, in 1 min 15 s; worst "
+                        "|summation-to-delta error| 3.14e-06 (q3) -> a.h5")
+
+
+def test_score_progress_and_summary_without_printing(files, tmp_path, capsys):
+    calls = []
+    out = tmp_path / "o.h5"
+    summary = pipeline.score(files.model, fasta=files.fasta, output=out, n_refs=3, chunk_size=4,
+                             targets=[0, 1], progress=lambda done, total: calls.append((done, total)))
+    assert capsys.readouterr() == ("", "")
+    assert calls[0] == (0, 10) and calls[-1] == (10, 10)
+    assert all(b[0] >= a[0] for a, b in zip(calls, calls[1:]))
+    assert summary.outputs == [tmp_path / "o.0.h5", tmp_path / "o.1.h5"] and not out.exists()
+    assert (summary.n_scored, summary.n_resumed, summary.n_skipped) == (10, 0, 0)
+    worst = 0.0
+    for path in summary.outputs:
+        with open_results(path) as r:
+            worst = max(worst, float(np.abs(r.deltas()).max()))
+            assert r.attrs["chunk_size"] == 4
+    assert math.isclose(summary.max_abs_delta, worst, rel_tol=1e-6)
+    assert summary.worst.split(",")[0] in files.seqs
+
+
+def test_reference_fasta_shared_and_per_sequence(files, tmp_path):
+    X = one_hot_encode(list(files.seqs.values()))
+    shared = tmp_path / "shared.fa"
+    shared.write_text(">r0\n" + "A" * L + "\n>r1\n" + "GC" * (L // 2) + "\n")
+    s = pipeline.score(files.model, fasta=files.fasta, output=tmp_path / "s.h5", reference=str(shared))
+    refs = one_hot_encode(["A" * L, "GC" * (L // 2)]).astype(np.float32)
+    with torch.no_grad():
+        expected = files.net(torch.from_numpy(refs))[:, 0].mean().item()
+    with open_results(s.outputs[0]) as r:
+        np.testing.assert_allclose(r.reference_predictions(), expected, atol=1e-5)
+        assert r.attrs["n_refs"] == 2 and r.attrs["reference"] == f"file:{shared}"
+        np.testing.assert_allclose(r.projected().sum(axis=(1, 2)), r.predictions() - r.reference_predictions(),
+                                   atol=2e-5)
+    # per sequence: NAME/0, NAME/1 records (here: each sequence reversed, and all T)
+    per = tmp_path / "per.fa"
+    per.write_text("".join(f">{k}/0\n{v[::-1]}\n>{k}/1\n{'T' * L}\n" for k, v in files.seqs.items()))
+    s = pipeline.score(files.model, fasta=files.fasta, output=tmp_path / "p.h5", reference=str(per))
+    R = np.stack([one_hot_encode([v[::-1], "T" * L]) for v in files.seqs.values()]).astype(np.float32)
+    with torch.no_grad():
+        expected = files.net(torch.from_numpy(R.reshape(-1, 4, L)))[:, 0].reshape(-1, 2).mean(1).numpy()
+    with open_results(s.outputs[0]) as r:
+        np.testing.assert_allclose(r.reference_predictions(), expected, atol=1e-5)
+    # a sequence without its references, and references of the wrong length
+    first = next(iter(files.seqs))
+    partial = tmp_path / "partial.fa"
+    partial.write_text(f">{first}/0\n{'A' * L}\n")
+    with pytest.raises(ReferenceInputError, match="no reference record"):
+        pipeline.score(files.model, fasta=files.fasta, output=tmp_path / "x.h5", reference=str(partial))
+    short = tmp_path / "short.fa"
+    short.write_text(">r\nACGT\n")
+    with pytest.raises(ReferenceInputError, match="length 4"):
+        pipeline.score(files.model, fasta=files.fasta, output=tmp_path / "y.h5", reference=str(short))
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".h5") == ["p.h5", "s.h5"]
+
+
+def test_failure_clean_up(files, tmp_path, monkeypatch):
+    """Data error mid-run: nothing stays. Interrupt in the first chunk: nothing to resume, nothing stays.
+    Interrupt later: the partial file stays."""
+    import dnalift.attribution.engine as engine
+
+    real = engine.attribute
+    seen = []
+
+    def failing(exc, at):
+        def attribute(*args, **kwargs):
+            seen.append(1)
+            if len(seen) == at:
+                raise exc
+            return real(*args, **kwargs)
+        return attribute
+
+    for exc, at, kept in ((SequenceError("bad"), 2, False), (KeyboardInterrupt(), 1, False),
+                          (KeyboardInterrupt(), 3, True), (RuntimeError("CUDA out of memory"), 2, True)):
+        seen.clear()
+        out = tmp_path / f"{type(exc).__name__}{at}.h5"
+        monkeypatch.setattr(engine, "attribute", failing(exc, at))
+        with pytest.raises(type(exc)):
+            pipeline.score(files.model, fasta=files.fasta, output=out, n_refs=2, chunk_size=4)
+        assert not out.exists()
+        assert partial_path(out).exists() == kept, (exc, at)
+    monkeypatch.setattr(engine, "attribute", real)
+
+
+def test_conservation_warning_names_sequences(files, tmp_path, monkeypatch):
+    import dnalift.attribution.engine as engine
+
+    real = engine.attribute
+
+    def off(*args, **kwargs):
+        res = real(*args, **kwargs)
+        res.deltas[1] += 0.5
+        import warnings
+
+        from dnalift.errors import ConservationWarning
+        warnings.warn("engine message", ConservationWarning)
+        return res
+
+    monkeypatch.setattr(engine, "attribute", off)
+    from dnalift.errors import ConservationWarning
+
+    with pytest.warns(ConservationWarning, match=r"worst: q1 \(0\.5"):
+        pipeline.score(files.model, fasta=files.fasta, output=tmp_path / "w.h5", n_refs=2)
+
+
+def test_logging_only(files, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="dnalift"):
+        pipeline.score(files.model, fasta=files.fasta, output=tmp_path / "l.h5", n_refs=2)
+    assert any("10 sequences of length 16" in r.getMessage() for r in caplog.records)
