@@ -8,8 +8,11 @@ graph op by op; it never sees the original module.
 Formats, detected from the file's content (zip member names, magic bytes), never from its name:
 
 - ``"pt2"``: a zip archive whose ``archive_format`` member reads ``pt2`` (``torch.export.save``). Loaded
-  with ``torch.export.load``, which runs no code from the file; the preferred format. A program with a
-  fixed batch size, or exported in training mode, is re-exported with a variable batch / in eval mode.
+  with ``torch.export.load``; the preferred format. ``torch.export.load`` itself falls back to full
+  unpickling for sample inputs or weights that ``weights_only`` loading rejects, so without ``trust=True``
+  every pickle in the archive is first checked with ``torch.load(weights_only=True)`` and a file that needs
+  more is refused (:class:`~dnalift.errors.UntrustedModelError`). A program with a fixed batch size, or
+  exported in training mode, is re-exported with a variable batch / in eval mode.
 - ``"torchscript"``: a zip archive with ``code/`` members and ``constants.pkl`` (``torch.jit.save``).
   Loaded with ``torch.jit.load``, converted with ``torch._export.converter.TS2EPConverter`` and re-exported.
   The input length comes from ``input_length``, else from the inputs a traced module stored in the archive
@@ -200,7 +203,7 @@ def load_model(path, *, arch: str | None = None, arch_kwargs: Mapping | str | No
     ModelFormatError
         Missing, empty, damaged or unknown file; a state_dict without ``arch`` or that does not fit it.
     UntrustedModelError
-        The file is a pickle of Python objects and ``trust`` is False.
+        ``trust`` is False and the file is a pickle of Python objects, or a ``.pt2`` archive holding one.
     ModelInputError
         The model does not run on one-hot input, or does not return one tensor.
     """
@@ -218,6 +221,8 @@ def load_model(path, *, arch: str | None = None, arch_kwargs: Mapping | str | No
         log.warning("%s: is a %s file, which holds its own architecture; ignoring arch=%r", where, kind, arch)
 
     if kind == "pt2":
+        if not trust:
+            _check_pt2_pickles(p, where)
         ep = _load_pt2(p, where)
         return _from_program(ep, path=where, fmt="pt2", sha256=digest, input_length=input_length)
     if kind == "torchscript":
@@ -660,14 +665,17 @@ def _pickled_classes(p: Path, container: str) -> list[str]:
     """Names of the classes/functions a torch.save pickle refers to, beyond torch's tensor helpers. Reads
     the opcodes only (``pickletools``): nothing is unpickled."""
     try:
-        if container == "zip":
-            with zipfile.ZipFile(p) as zf:
-                member = next(n for n in zf.namelist() if n.endswith("data.pkl"))
-                data = zf.read(member)
-        else:
-            data = p.read_bytes()
+        return _pickle_globals(p.read_bytes())
     except Exception:
         return []
+
+
+def _pickle_globals(data: bytes) -> list[str]:
+    """Globals named by a pickle, or by the ``data.pkl`` of a torch.save zip, user classes first."""
+    if data[:4] == b"PK\x03\x04":
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            member = next(n for n in zf.namelist() if n.endswith("data.pkl"))
+            data = zf.read(member)
     found: list[str] = []
     strings: list[str] = []
     stream = io.BytesIO(data)
@@ -688,6 +696,47 @@ def _pickled_classes(p: Path, container: str) -> list[str]:
     user = [g for g in found if not g.startswith(boring)]          # the user's own classes first
     torch_nn = [g for g in found if g.startswith("torch.nn.")]      # then torch.nn layers
     return list(dict.fromkeys(user + torch_nn))
+
+
+def _check_pt2_pickles(p: Path, where: str) -> None:
+    """Refuse a .pt2 archive holding a pickle that ``weights_only`` loading rejects: ``torch.export.load``
+    would then unpickle it in full (it falls back to ``weights_only=False`` for sample inputs and for
+    weights saved with ``use_pickle``), which runs code from the file. Nothing is unpickled here beyond
+    ``torch.load(weights_only=True)``."""
+    with zipfile.ZipFile(p) as zf:
+        names = [n for n in zf.namelist() if not n.endswith("/")]
+        raw = set()  # tensor payloads stored as plain bytes, not pickles
+        for cfg in names:
+            if cfg.endswith(("weights_config.json", "constants_config.json")):
+                try:
+                    config = json.loads(zf.read(cfg)).get("config", {})
+                except (ValueError, AttributeError):
+                    continue
+                folder = cfg.rsplit("/", 1)[0]
+                for meta in config.values():
+                    if isinstance(meta, Mapping) and not meta.get("use_pickle") and "path_name" in meta:
+                        raw.add(f"{folder}/{meta['path_name']}")
+        for name in names:
+            if name in raw or name.endswith(".json"):
+                continue
+            with zf.open(name) as fh:
+                head = fh.read(4)
+            if not (head == b"PK\x03\x04" or (head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5)):
+                continue
+            data = zf.read(name)
+            try:
+                torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            except Exception as e:
+                try:
+                    classes = _pickle_globals(data)
+                except Exception:
+                    classes = []
+                what = f" ({classes[0]})" if classes else ""
+                raise UntrustedModelError(
+                    f"{where}: the .pt2 archive holds a pickled Python object{what} in {name.split('/', 1)[-1]}, "
+                    f"which torch.export.load would unpickle in full, running code from the file; re-export the "
+                    f"model with torch.export.save from plain tensors, or pass --trust-model (trust=True) if you "
+                    f"trust this file") from e
 
 
 def _extract_state_dict(obj) -> dict | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import struct
@@ -388,3 +389,31 @@ def test_traced_torchscript_with_five_channels_loads_and_check_input_explains(tm
     assert m.input_shape == (5, 16)
     with pytest.raises(ModelInputError, match="neither dimension"):
         check_input(m, (4, 16))
+
+
+def test_pt2_with_a_smuggled_pickle_is_refused(tmp_path):
+    """torch.export.load falls back to full unpickling for sample inputs it cannot load safely."""
+    net = toys.LinearFirst(length=5).eval()
+    good = tmp_path / "good.pt2"
+    torch.export.save(torch.export.export(net, (one_hot(2, 5),)), str(good))
+    marker = tmp_path / "unpickled.marker"
+    smuggled = io.BytesIO()
+    torch.save(toys.MarkerModule(str(marker)), smuggled)
+    evil = tmp_path / "evil.pt2"
+    with zipfile.ZipFile(good) as zin, zipfile.ZipFile(evil, "w") as zout:
+        replaced = 0
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename.endswith("sample_inputs/model.pt"):
+                data, replaced = smuggled.getvalue(), replaced + 1
+            zout.writestr(info, data)
+    assert replaced == 1
+    assert load_model(good).format == "pt2"  # the untouched archive passes the check
+    with pytest.raises(UntrustedModelError, match="--trust-model") as err:
+        load_model(evil)
+    assert "tests.toy_models._make_marker" in str(err.value)
+    assert not marker.exists(), "the smuggled pickle was unpickled"
+    # the control: with trust, torch.export.load does run it (and then fails on what it got)
+    with pytest.raises(ModelFormatError):
+        load_model(evil, trust=True)
+    assert marker.exists()
