@@ -1,0 +1,119 @@
+"""Model definitions shared by the benchmarks (randomly initialised; only speed and agreement are measured).
+
+``paper_cnn``
+    The genomics CNN of the DeepLIFT paper (section 3.2): Conv1d(4, 20, 15) -> PReLU -> MaxPool1d(50, stride
+    50) -> Flatten -> Linear(60, 200) -> PReLU -> Linear(200, 200) -> PReLU -> Linear(200, 1), length 200.
+``paper_cnn_relu``
+    The same with ReLU in place of PReLU, for tools that have no PReLU rule (captum).
+``bpnet_like``
+    A BPNet-like dilated residual CNN: Conv1d(4, 64, 21, padding=10) -> ReLU -> 8 blocks
+    ``x = x + ReLU(Conv1d(64, 64, 3, dilation=2**i, padding=2**i))`` -> mean over length -> Linear(64, 1),
+    length 1000. Each block has its own ReLU module, so that hook-based tools see every ReLU call.
+
+Every model returns shape (batch, 1).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+PAPER_LENGTH = 200
+BPNET_LENGTH = 1000
+
+
+class PaperCNN(nn.Module):
+    """The DeepLIFT paper's genomics CNN (PReLU, or ReLU with ``activation=nn.ReLU``)."""
+
+    def __init__(self, activation=nn.PReLU):
+        super().__init__()
+        self.conv = nn.Conv1d(4, 20, 15)
+        self.act1 = activation()
+        self.pool = nn.MaxPool1d(50, stride=50)
+        self.flatten = nn.Flatten()
+        self.fc1 = nn.Linear(60, 200)
+        self.act2 = activation()
+        self.fc2 = nn.Linear(200, 200)
+        self.act3 = activation()
+        self.out = nn.Linear(200, 1)
+
+    def forward(self, x):
+        x = self.pool(self.act1(self.conv(x)))
+        x = self.act2(self.fc1(self.flatten(x)))
+        x = self.act3(self.fc2(x))
+        return self.out(x)
+
+
+class _Block(nn.Module):
+    def __init__(self, channels: int, dilation: int):
+        super().__init__()
+        self.conv = nn.Conv1d(channels, channels, 3, dilation=dilation, padding=dilation)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        return x + self.relu(self.conv(x))
+
+
+class BPNetLike(nn.Module):
+    """A BPNet-like dilated residual CNN with a scalar head (mean over length, then Linear)."""
+
+    def __init__(self, channels: int = 64, n_blocks: int = 8):
+        super().__init__()
+        self.stem = nn.Conv1d(4, channels, 21, padding=10)
+        self.relu = nn.ReLU()
+        self.blocks = nn.ModuleList(_Block(channels, 2 ** i) for i in range(n_blocks))
+        self.head = nn.Linear(channels, 1)
+
+    def forward(self, x):
+        x = self.relu(self.stem(x))
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x.mean(dim=-1))
+
+
+def _randomise_prelu(model: nn.Module, generator: torch.Generator) -> None:
+    # PReLU starts at slope 0.25 everywhere; draw slopes so the benchmark does not depend on that default.
+    for module in model.modules():
+        if isinstance(module, nn.PReLU):
+            with torch.no_grad():
+                module.weight.copy_(torch.rand(module.weight.shape, generator=generator) * 0.3)
+
+
+def build(name: str, *, seed: int = 0) -> tuple[nn.Module, int]:
+    """A model in eval mode with frozen parameters, and its input length.
+
+    Parameters
+    ----------
+    name : {"paper", "paper-relu", "bpnet"}
+    seed : int
+        Seed of the random initialisation.
+
+    Returns
+    -------
+    model : nn.Module
+    length : int
+    """
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    if name == "paper":
+        model, length = PaperCNN(nn.PReLU), PAPER_LENGTH
+        _randomise_prelu(model, generator)
+    elif name == "paper-relu":
+        model, length = PaperCNN(nn.ReLU), PAPER_LENGTH
+    elif name == "bpnet":
+        model, length = BPNetLike(), BPNET_LENGTH
+    else:
+        raise ValueError(f"unknown model {name!r}; choose paper, paper-relu or bpnet")
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, length
+
+
+def export(model: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
+    """The model exported with a dynamic batch dimension (what dnalift's engine takes)."""
+    batch = torch.export.Dim("batch", min=1)
+    return torch.export.export(model.eval(), (example[:2],), dynamic_shapes=({0: batch},))
+
+
+MODELS = ("paper", "paper-relu", "bpnet")
