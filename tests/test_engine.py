@@ -423,3 +423,27 @@ def test_captum_is_wrong_on_relu_into_maxpool_and_we_are_not():
         warnings.simplefilter("ignore")
         _, theirs = captum.DeepLift(model).attribute(x, baselines=refs[:, 0], return_convergence_delta=True)
     assert theirs.abs().max() > 1e-3  # captum's hooks do not conserve the difference here
+
+
+# ------------------------------------------------------------------------------------- model formats
+def test_every_model_format_gives_identical_scores(tmp_path):
+    from dnalift.models import load_model
+    from tests.toy_models import PaperCNN
+
+    torch.manual_seed(6)
+    module = PaperCNN().eval()
+    example = one_hot((2, 4, 200), seed=19).float()
+    torch.jit.save(torch.jit.trace(module, example), tmp_path / "model.pt")
+    torch.export.save(torch.export.export(module, (example,), dynamic_shapes=(
+        {0: torch.export.Dim("batch", min=1)},)), tmp_path / "model.pt2")
+    torch.save(module.state_dict(), tmp_path / "state.pt")
+    loaded = [load_model(tmp_path / "model.pt", input_length=200), load_model(tmp_path / "model.pt2"),
+              load_model(tmp_path / "state.pt", arch="tests.toy_models:PaperCNN", input_length=200)]
+    x = one_hot((3, 4, 200), seed=20)
+    refs = one_hot((3, 4, 4, 200), seed=21)
+    for rule in ["rescale", "genomics"]:
+        results = [attribute(model, x, refs, dtype=F64, rule=rule) for model in loaded]
+        for result in results[1:]:
+            torch.testing.assert_close(result.contributions, results[0].contributions, rtol=0, atol=1e-12)
+            torch.testing.assert_close(result.hypothetical, results[0].hypothetical, rtol=0, atol=1e-12)
+        assert relative_delta(results[0]) < 1e-8
