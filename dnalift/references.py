@@ -18,8 +18,8 @@ Dinucleotide shuffles
     weighted draw among the at most 16 arborescences on four letters), then a uniformly random order of the
     other out-edges of each letter, then the walk. (Fixing each letter's last successor, as many
     implementations do, is not uniform.) The work is vectorised over all shuffles of all sequences of a
-    chunk: sorting random keys gives the per-letter orders, and the walk advances every shuffle one letter
-    per numpy step.
+    chunk: sorting random keys gives the per-letter orders (the rare shuffles with tied keys are redrawn
+    with exact permutations), and the walk advances every shuffle one letter per numpy step.
 
 Seeding
     Each sequence's shuffles are drawn from its own ``numpy.random.Generator`` seeded by ``(seed, BLAKE2b
@@ -57,9 +57,9 @@ logger = logging.getLogger(__name__)
 _RANK_FIELD = np.uint32(((1 << 27) - 1) << 2)
 _PAD_KEY = np.uint32((3 << 30) | (1 << 29))
 
-# Keys per chunk of the shuffle (8 bytes each); bounds the working memory to a few hundred MB.
+# Sort keys per chunk of the shuffle (shuffles x dinucleotides); about 11 bytes of scratch memory each.
 _CHUNK_KEYS = 1 << 22
-# Longest run for which the arborescence weights (at most (L/3)^3) stay inside int64.
+# Longest sequence for which the arborescence weights (at most (L/3)^3) stay inside int64.
 _MAX_RUN = 4_000_000
 
 
@@ -210,11 +210,12 @@ def dinucleotide_shuffle(X, *, n: int, seed: int = 0, names: Sequence[str] | Non
     out = np.empty((m, n, 4, length), dtype=np.int8 if _is_torch(X) else X.dtype)
     shuffled = np.empty((min(m, per_chunk), n, length), dtype=np.uint8)
     channels = np.arange(4, dtype=np.uint8)[:, None]
+    work = _Workspace()
     for c0 in range(0, m, per_chunk):
         c1 = min(m, c0 + per_chunk)
         entropies = [_entropy(seed, names[i] if names is not None else None, i) for i in range(c0, c1)]
         chunk = shuffled[: c1 - c0]
-        _shuffle_chunk(codes[c0:c1], n, entropies, chunk)
+        _shuffle_chunk(codes[c0:c1], n, entropies, chunk, work)
         if out.dtype.itemsize == 1 and out.dtype.kind in "biu":  # int8, uint8, bool: write the bytes directly
             np.equal(chunk[:, :, None, :], channels, out=out[c0:c1].view(np.bool_))
         else:
@@ -239,7 +240,22 @@ def _runs(codes: np.ndarray):
     return row, start, ends - starts
 
 
-def _shuffle_chunk(codes: np.ndarray, n: int, entropies: list, out: np.ndarray) -> None:
+class _Workspace:
+    """Large scratch arrays reused from chunk to chunk (fresh pages cost more than the work on them)."""
+
+    def __init__(self):
+        self._buffers: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple, dtype) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.size < nbytes:
+            buffer = self._buffers[name] = np.empty(nbytes, dtype=np.uint8)
+        return buffer[:nbytes].view(dtype).reshape(shape)
+
+
+def _shuffle_chunk(codes: np.ndarray, n: int, entropies: list, out: np.ndarray, work: _Workspace) -> None:
     """Shuffle the ACGT runs of ``codes`` ``(c, L)`` into ``out`` ``(c, n, L)``.
 
     ``entropies[i]`` seeds the generator of row ``i`` (see :func:`sequence_rng`).
@@ -295,7 +311,9 @@ def _shuffle_chunk(codes: np.ndarray, n: int, entropies: list, out: np.ndarray) 
         rng = _rng(entropies[i])
         tree_draw[r0:r1] = rng.integers(0, cum_weight[r0:r1, -1:], size=(r1 - r0, n))
         for g in range(r0, r1):
-            bits[g] = rng.integers(0, 1 << 32, size=(n, n_edges[g]), dtype=np.uint32)
+            size = n * int(n_edges[g])
+            raw = rng.bit_generator.random_raw((size + 1) // 2).view(np.uint32)
+            bits[g] = raw[:size].reshape(n, n_edges[g])
     tree = (tree_draw[:, :, None] >= cum_weight[:, None, :]).sum(axis=2)  # (runs, n) in 0..15
     exits = trees[np.arange(n_runs)[:, None], tree]  # (runs, n, 4): last successor of each letter
 
@@ -306,7 +324,7 @@ def _shuffle_chunk(codes: np.ndarray, n: int, entropies: list, out: np.ndarray) 
     # Runs of similar length share a walk; group them by the power of two above their edge count.
     bucket = np.ceil(np.log2(n_edges)).astype(np.int64)
     for b in np.unique(bucket):
-        _walk_runs(runs, np.flatnonzero(bucket == b), n, out)
+        _walk_runs(runs, np.flatnonzero(bucket == b), n, out, work)
 
 
 class _RunTable:
@@ -322,7 +340,7 @@ def _rng(entropy, spawn_key=()) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy, spawn_key=spawn_key)))
 
 
-def _walk_runs(runs: _RunTable, sel: np.ndarray, n: int, out: np.ndarray) -> None:
+def _walk_runs(runs: _RunTable, sel: np.ndarray, n: int, out: np.ndarray, work: _Workspace) -> None:
     """Build the per-letter successor lists of runs ``sel`` (every shuffle) and walk them into ``out``."""
     codes = runs.codes
     length = codes.shape[1]
@@ -335,7 +353,7 @@ def _walk_runs(runs: _RunTable, sel: np.ndarray, n: int, out: np.ndarray) -> Non
     unit = np.arange(g_count)[:, None] * n + np.arange(n)[None, :]  # (g, n)
 
     # Sort keys: source letter (renumbered so the root's group comes last), random rank, successor letter.
-    keys = np.empty((g_count, n, width), dtype=np.uint32)
+    keys = work.get("keys", (g_count, n, width), np.uint32)
     for j, g in enumerate(sel):
         np.bitwise_and(runs.bits[g], _RANK_FIELD, out=keys[j, :, : k[j]])
     pos = np.minimum((runs.row[sel] * length + runs.start[sel])[:, None] + cols[None, :], codes.size - 2)
@@ -356,22 +374,20 @@ def _walk_runs(runs: _RunTable, sel: np.ndarray, n: int, out: np.ndarray) -> Non
         np.copyto(keys, (_PAD_KEY | e.astype(np.uint32))[:, None, None], where=is_pad[:, None, :])
     keys.sort(axis=2)
 
-    # Equal ranks within a letter's group would order its successors by letter, not at random: redraw the
-    # few shuffles where that happens with an exact per-group permutation.
-    # Neighbours that differ only in the two letter bits share group and rank; padding (all equal) and the
-    # step from one row to the next are not ties.
+    # Equal ranks within a letter's group would order its successors by letter, not at random (about one
+    # shuffle in a thousand for 1 kb): those shuffles are redrawn with exact per-group permutations, so the
+    # result stays exactly uniform. Sorted neighbours that differ only in the two letter bits share group and
+    # rank; padding (all equal) and the step from one row to the next are not ties.
     flat_keys = keys.reshape(-1)
-    close = np.flatnonzero(np.bitwise_xor(flat_keys[1:], flat_keys[:-1]) < 4)
-    j, t, col = np.unravel_index(close, keys.shape)
-    real = (col + 1 < width) & (col + 1 < k[j])
-    for j, t in sorted(set(zip(j[real].tolist(), t[real].tolist()))):
+    diff = np.bitwise_xor(flat_keys[1:], flat_keys[:-1], out=work.get("diff", (flat_keys.size - 1,), np.uint32))
+    close = np.flatnonzero(np.less(diff, 4, out=work.get("close", diff.shape, np.bool_)))
+    tie_run, tie_shuffle, tie_col = np.unravel_index(close, keys.shape)
+    real = (tie_col + 1 < width) & (tie_col + 1 < k[tie_run])
+    for j, t in sorted(set(zip(tie_run[real].tolist(), tie_shuffle[real].tolist()))):
         keys[j, t] = _exact_successors(runs, int(sel[j]), int(t), reserved[j, t], needs_exit[j], width)
 
-    # Successor table: entry p holds 4 * unit + letter, the slot of the next letter's pointer.
-    succ = keys.view(np.int32)
-    succ &= 3
-    succ += (4 * unit).astype(np.int32)[:, :, None]
-    succ = succ.reshape(-1)
+    # Successor table: the letters of each sorted row.
+    succ = np.bitwise_and(keys, 3, out=work.get("succ", keys.shape, np.uint8), casting="unsafe").reshape(-1)
 
     # Pointer to the next unused out-edge of each (unit, letter): its group's start in the sorted row.
     group_of = (letters[None, :] - e[:, None] - 1) & 3  # (g, 4)
@@ -380,20 +396,20 @@ def _walk_runs(runs: _RunTable, sel: np.ndarray, n: int, out: np.ndarray) -> Non
     group_start = np.take_along_axis(np.cumsum(deg_in_order, axis=1) - deg_in_order, group_of, axis=1)
     ptr = (unit[:, :, None] * width + group_start[:, None, :]).reshape(-1)
 
-    # The walk: every shuffle of every run advances one letter per step.
+    # The walk: every shuffle of every run advances one letter per step. ``here`` is the slot of the current
+    # letter's pointer, 4 * unit + letter.
     n_units = g_count * n
-    walked = np.empty((width + 1, n_units), dtype=np.uint8)
-    here = (4 * unit + runs.first[sel][:, None]).reshape(-1).astype(np.int32)
-    nxt = np.empty(n_units, dtype=np.int32)
+    walked = work.get("walked", (width + 1, n_units), np.uint8)
+    walked[0] = np.repeat(runs.first[sel], n)
+    slot0 = np.arange(0, 4 * n_units, 4, dtype=np.int64)
+    here = slot0 + walked[0]
     p = np.empty(n_units, dtype=np.int64)
-    np.bitwise_and(here, 3, out=walked[0], casting="unsafe")
     for i in range(1, width + 1):
         np.take(ptr, here, out=p, mode="clip")
-        np.take(succ, p, out=nxt, mode="clip")
+        np.take(succ, p, out=walked[i], mode="clip")
         p += 1
         ptr[here] = p
-        np.bitwise_and(nxt, 3, out=walked[i], casting="unsafe")
-        here, nxt = nxt, here
+        np.add(slot0, walked[i], out=here)
 
     shuffled = walked.T.reshape(g_count, n, width + 1)
     rows = runs.row[sel]

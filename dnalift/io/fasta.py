@@ -133,6 +133,10 @@ def open_indexed_fasta(path):
             logger.info("cannot write the index next to %s; keeping it in %s", path, fai)
             fasta = attempt(indexname=fai, gzi_indexname=gzi) if compressed else attempt(indexname=fai)
     except ImportError:
+        if not compressed:
+            raise SequenceError(
+                f"{path} is not compressed but its name ends in .gz or .bgz; rename it (e.g. to .fa)"
+            ) from None
         raise SequenceError(
             f"{path} is compressed; reading bgzip FASTA needs Biopython (pip install biopython), or "
             "decompress it with gunzip"
