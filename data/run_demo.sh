@@ -21,10 +21,10 @@ OUT=results/demo
 mkdir -p "$OUT"
 
 "$BIN/dnalift" score data/demo/model.pt data/demo/test.fa -o "$OUT/scores.h5" --force
-"$BIN/dnalift" logo "$OUT/scores.h5" --index 0 --around-max 60 -o "$OUT/logo.png"
+"$BIN/dnalift" logo "$OUT/scores.h5" --index 0 --start 40 --end 110 -o "$OUT/logo.png"
 "$BIN/dnalift" inspect "$OUT/scores.h5"
 
 echo
 echo "Outputs:"
 echo "  $OUT/scores.h5   DeepLIFT scores of the 300 sequences of data/demo/test.fa"
-echo "  $OUT/logo.png    logo of sequence 0 (its true motif positions: data/demo/test_motifs.tsv)"
+echo "  $OUT/logo.png    logo of sequence 0, bases 40-110: a GATA site (52-62, minus strand) and a TAL1 E-box (87-97)"
