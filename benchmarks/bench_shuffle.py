@@ -1,8 +1,9 @@
 """Dinucleotide-shuffle throughput: dnalift against tangermeme (when installed).
 
 Shuffles random sequences (default 2,000 x 1,000 bp, 20 shuffles each) and prints sequences per second,
-best of a few repeats, one thread (wall clock, and process CPU time, which is steadier on a shared machine). tangermeme's ``dinucleotide_shuffle`` (numba) is timed on the same data
-as a torch tensor, after a warm-up call that compiles it. Not part of the tests.
+best of a few repeats, one thread: wall clock, and process CPU time, which is steadier on a shared
+machine. tangermeme's ``dinucleotide_shuffle`` (numba) is timed on the same data as a torch tensor, after
+a warm-up call that compiles it. Both return (m, n, 4, L) int8. Not part of the tests.
 
     .venv/bin/python benchmarks/bench_shuffle.py [--sequences 2000] [--length 1000] [--shuffles 20]
 """

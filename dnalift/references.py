@@ -22,9 +22,11 @@ Dinucleotide shuffles
     with exact permutations), and the walk advances every shuffle one letter per numpy step.
 
 Seeding
-    Each sequence's shuffles are drawn from its own ``numpy.random.Generator`` seeded by ``(seed, BLAKE2b
-    hash of its name)``, or ``(seed, its index)`` when no names are given, so a named sequence gets the same
-    shuffles whatever batch, order or shard it is in.
+    Each sequence's random numbers come from ``numpy.random.SeedSequence([seed, 1, h])`` with ``h`` the
+    64-bit BLAKE2b hash of its name (``[seed, 0, index]`` when no names are given), spawned into one PCG64
+    stream per run and purpose (arborescence draws; sort-key bits; the rare exact redraw of shuffle ``t``).
+    So a named sequence gets the same shuffles whatever batch, order, chunk or shard it is in, and the first
+    ``n`` shuffles do not change when more are asked for.
 """
 
 from __future__ import annotations
@@ -46,7 +48,6 @@ __all__ = [
     "expected_frequency_references",
     "zero_references",
     "references_from_fasta",
-    "sequence_rng",
 ]
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,8 @@ _PAD_KEY = np.uint32((3 << 30) | (1 << 29))
 
 # Sort keys per chunk of the shuffle (shuffles x dinucleotides); about 11 bytes of scratch memory each.
 _CHUNK_KEYS = 1 << 22
+# Spawn keys of the random streams of a sequence's run (see the module notes on seeding).
+_TREE_STREAM, _BITS_STREAM, _REDRAW_STREAM = 0, 1, 2
 # Longest sequence for which the arborescence weights (at most (L/3)^3) stay inside int64.
 _MAX_RUN = 4_000_000
 
@@ -103,30 +106,8 @@ def _name_hash(name: str) -> int:
     return int.from_bytes(hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest(), "little")
 
 
-def sequence_rng(seed: int, *, name: str | None = None, index: int | None = None) -> np.random.Generator:
-    """The random generator of one sequence's shuffles.
-
-    Parameters
-    ----------
-    seed : int
-        The run's seed (non-negative).
-    name : str, optional
-        The sequence's name; its 64-bit BLAKE2b hash enters the seed, so the stream does not depend on
-        where the sequence is in a batch.
-    index : int, optional
-        Used when there is no name.
-
-    Returns
-    -------
-    numpy.random.Generator
-        A PCG64 generator seeded by ``SeedSequence([seed, 1, hash(name)])`` or ``[seed, 0, index]``.
-    """
-    if name is None and index is None:
-        raise ValueError("sequence_rng needs a name or an index")
-    return _rng(_entropy(seed, name, index))
-
-
 def _entropy(seed: int, name: str | None, index: int | None) -> list[int]:
+    """Seed entropy of one sequence: ``[seed, 1, blake2b64(name)]``, or ``[seed, 0, index]`` without a name."""
     return [seed, 1, _name_hash(name)] if name is not None else [seed, 0, int(index)]
 
 
@@ -171,9 +152,9 @@ def dinucleotide_shuffle(X, *, n: int, seed: int = 0, names: Sequence[str] | Non
     seed : int
         Non-negative seed of the run.
     names : sequence of str, optional
-        ``m`` sequence names. Sequence ``i`` is shuffled with :func:`sequence_rng` of ``(seed, names[i])``,
-        so it gets the same shuffles in any batch, order or shard; without names, with ``(seed, i)``, which
-        depends on its position in ``X``.
+        ``m`` sequence names. Sequence ``i`` is seeded by ``(seed, names[i])``, so it gets the same shuffles
+        in any batch, order or shard; without names, by ``(seed, i)``, which depends on its position in
+        ``X``. Shuffle ``t`` of a sequence does not depend on ``n`` (``n=5`` gives the first 5 of ``n=20``).
 
     Returns
     -------
@@ -258,7 +239,7 @@ class _Workspace:
 def _shuffle_chunk(codes: np.ndarray, n: int, entropies: list, out: np.ndarray, work: _Workspace) -> None:
     """Shuffle the ACGT runs of ``codes`` ``(c, L)`` into ``out`` ``(c, n, L)``.
 
-    ``entropies[i]`` seeds the generator of row ``i`` (see :func:`sequence_rng`).
+    ``entropies[i]`` is the seed entropy of row ``i`` (see the module notes on seeding).
     """
     c, length = codes.shape
     out[:] = codes[:, None, :]
@@ -308,12 +289,12 @@ def _shuffle_chunk(codes: np.ndarray, n: int, entropies: list, out: np.ndarray, 
         r0, r1 = bounds[i], bounds[i + 1]
         if r0 == r1:
             continue
-        rng = _rng(entropies[i])
-        tree_draw[r0:r1] = rng.integers(0, cum_weight[r0:r1, -1:], size=(r1 - r0, n))
         for g in range(r0, r1):
+            run = g - r0
+            tree_draw[g] = _rng(entropies[i], (_TREE_STREAM, run)).integers(0, cum_weight[g, -1], size=n)
             size = n * int(n_edges[g])
-            raw = rng.bit_generator.random_raw((size + 1) // 2).view(np.uint32)
-            bits[g] = raw[:size].reshape(n, n_edges[g])
+            raw = _rng(entropies[i], (_BITS_STREAM, run)).bit_generator.random_raw((size + 1) // 2)
+            bits[g] = raw.view(np.uint32)[:size].reshape(n, n_edges[g])  # shuffle t: words t*k .. (t+1)*k
     tree = (tree_draw[:, :, None] >= cum_weight[:, None, :]).sum(axis=2)  # (runs, n) in 0..15
     exits = trees[np.arange(n_runs)[:, None], tree]  # (runs, n, 4): last successor of each letter
 
@@ -337,6 +318,7 @@ class _RunTable:
 
 
 def _rng(entropy, spawn_key=()) -> np.random.Generator:
+    """PCG64 generator of ``SeedSequence(entropy, spawn_key=spawn_key)``."""
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy, spawn_key=spawn_key)))
 
 
@@ -427,10 +409,10 @@ def _exact_successors(runs: _RunTable, g: int, t: int, reserved, needs_exit, wid
 
     Returns a row of ``width`` values whose two low bits are the successor letters, grouped by source
     letter in the walk's group order, each group uniformly permuted with its reserved last exit at the end,
-    then padding that reads as the root letter. Drawn from the sequence's generator spawned with
-    ``(run index in the sequence, t)``, so it depends on nothing outside the sequence.
+    then padding that reads as the root letter. Drawn from the sequence's stream spawned with
+    ``(redraw, run index in the sequence, t)``, so it depends on nothing outside the sequence.
     """
-    rng = _rng(runs.entropies[runs.row[g]], spawn_key=(int(runs.run_in_row[g]), t))
+    rng = _rng(runs.entropies[runs.row[g]], (_REDRAW_STREAM, int(runs.run_in_row[g]), t))
     length = runs.codes.shape[1]
     k = int(runs.n_edges[g])
     base = int(runs.row[g]) * length + int(runs.start[g])

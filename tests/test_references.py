@@ -1,7 +1,6 @@
 """Dinucleotide shuffles (counts, uniformity, seeding), expected-frequency, zero and FASTA references."""
 
 import collections
-import itertools
 
 import numpy as np
 import pytest
@@ -180,6 +179,13 @@ def test_named_sequences_shuffle_the_same_in_any_batch(monkeypatch):
     np.testing.assert_array_equal(reordered, full[[2, 0, 1]])
     monkeypatch.setattr(references, "_CHUNK_KEYS", 1)  # one sequence per chunk
     np.testing.assert_array_equal(dinucleotide_shuffle(X, n=4, seed=7, names=names), full)
+
+
+def test_first_shuffles_do_not_depend_on_n():
+    X = one_hot_encode(random_sequences(np.random.default_rng(6), 3, 70, 0.05))
+    few = dinucleotide_shuffle(X, n=3, seed=2, names=["a", "b", "c"])
+    many = dinucleotide_shuffle(X, n=8, seed=2, names=["a", "b", "c"])
+    np.testing.assert_array_equal(few, many[:, :3])
 
 
 def test_seed_and_index_seeding():

@@ -34,7 +34,7 @@ import hashlib
 import logging
 import os
 import tempfile
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -514,7 +514,9 @@ def _open_regions(bed, genome_path, fasta, width, center, off_chromosome, n_poli
                 try:
                     summit = int(fields[9])
                 except ValueError:
-                    raise RegionError(f"{where}: summit (column 10) must be a whole number, got {fields[9]!r}") from None
+                    raise RegionError(
+                        f"{where}: summit (column 10) must be a whole number, got {fields[9]!r}"
+                    ) from None
                 if summit < 0 or summit > end - start:
                     raise RegionError(
                         f"{where}: summit offset {summit} is not within the peak (0 to {end - start}); narrowPeak "
