@@ -32,6 +32,12 @@ def __getattr__(name):  # lazy imports keep `import dnalift` (and the CLI's star
         "dinucleotide_shuffle": "dnalift.references",
         "expected_frequency_references": "dnalift.references",
         "zero_references": "dnalift.references",
+        "references_from_fasta": "dnalift.references",
+        "reverse_complement_sequence": "dnalift.encoding",
+        "open_fasta": "dnalift.io.fasta",
+        "open_regions": "dnalift.io.fasta",
+        "describe": "dnalift.attribution.engine",
+        "open_results": "dnalift.io.store",
     }
     if name in lazy:
         return getattr(importlib.import_module(lazy[name]), name)
@@ -40,4 +46,5 @@ def __getattr__(name):  # lazy imports keep `import dnalift` (and the CLI's star
 
 __all__ = ["__version__", *_error_names, "attribute", "Attribution", "load_model", "LoadedModel",
            "normalize_first_layer", "one_hot_encode", "one_hot_decode", "reverse_complement",
-           "dinucleotide_shuffle", "expected_frequency_references", "zero_references"]
+           "dinucleotide_shuffle", "expected_frequency_references", "zero_references", "references_from_fasta",
+           "reverse_complement_sequence", "open_fasta", "open_regions", "describe", "open_results"]
