@@ -244,9 +244,37 @@ def bench_model(name: str, args, device: torch.device) -> dict:
             if label != "dnalift":
                 row["ratio_to_rescale"] = seconds / ours
         rows.append(row)
+    if args.profile:
+        for rule in rules:
+            profile_dnalift(program, X, R, batch_size=batch_size, device=device, rule=rule, rows=args.profile)
     return {"model": name, "n": n, "refs": r, "length": length, "batch_size": batch_size,
             "references": ref_kind, "mean_abs_output_change": float((fx - fr).abs().mean()),
+            "max_abs_dnalift_contribution": float(outputs["dnalift"]["contributions"].abs().max()),
+            "max_abs_dnalift_hypothetical": float(outputs["dnalift"]["hypothetical"].abs().max()),
             "skipped": skipped, "rows": rows}
+
+
+def profile_dnalift(program, X, R, *, batch_size, device, rule, rows: int) -> None:
+    """Print where one dnalift run spends its time: functions of dnalift (cProfile) and ATen ops (torch)."""
+    import cProfile
+    import io
+    import pstats
+
+    from torch.profiler import ProfilerActivity, profile
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    run_dnalift(program, X, R, batch_size=batch_size, device=device, rule=rule)
+    profiler.disable()
+    text = io.StringIO()
+    stats = pstats.Stats(profiler, stream=text).sort_stats("tottime")
+    stats.print_stats(r"dnalift|built-in|method", rows)
+    print(f"\n-- profile of dnalift {rule}: functions by own time (cProfile)\n" + text.getvalue().strip())
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        run_dnalift(program, X, R, batch_size=batch_size, device=device, rule=rule)
+    print(f"\n-- profile of dnalift {rule}: ATen ops by self time (torch.profiler)")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
 
 
 # --------------------------------------------------------------------------------------------- report
@@ -266,8 +294,8 @@ def print_table(results: list[dict]) -> None:
                   f"{speedup:>9} {delta:>11} {diff:>10}")
         print(f"{'':<11} (n={result['n']}, r={result['refs']}, batch {result['batch_size']}; "
               f"mean |f(x) - mean f(ref)| = {result['mean_abs_output_change']:.3g}; "
-              f"largest |dnalift score| = "
-              f"{max(r.get('max_abs_dnalift_score', 0) for r in result['rows']):.3g})")
+              f"largest |dnalift contribution| = {result['max_abs_dnalift_contribution']:.3g}, "
+              f"|hypothetical| = {result['max_abs_dnalift_hypothetical']:.3g})")
         for tool, reason in result["skipped"].items():
             print(f"{'':<11} {tool} skipped: {reason}")
     print("\nseconds: median wall time; /floor: ratio to forward+input-gradient over the reference rows; "
@@ -306,6 +334,9 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the figures to this JSON file")
+    parser.add_argument("--profile", type=int, default=0, metavar="ROWS",
+                        help="after timing, profile one dnalift run per rule (cProfile and torch.profiler) and "
+                             "print the top ROWS entries")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
