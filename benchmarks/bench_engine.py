@@ -229,11 +229,13 @@ def bench_model(name: str, args, device: torch.device) -> dict:
 
     floor = statistics.median(walls["floor"])
     ours = statistics.median(walls["dnalift"])
+    floor_cpu = statistics.median(cpus["floor"])
     rows = []
     for label in runs:
         seconds = statistics.median(walls[label])
         row = {"model": name, "tool": label, "seconds": seconds, "cpu_seconds": statistics.median(cpus[label]),
                "all_seconds": walls[label], "warmup_seconds": warmup[label], "ratio_to_floor": seconds / floor,
+               "cpu_ratio_to_floor": statistics.median(cpus[label]) / floor_cpu,
                "warnings": messages[label]}
         if label in ("tangermeme", "captum"):
             row["dnalift_speedup"] = seconds / ours
@@ -279,7 +281,7 @@ def profile_dnalift(program, X, R, *, batch_size, device, rule, rows: int) -> No
 
 # --------------------------------------------------------------------------------------------- report
 def print_table(results: list[dict]) -> None:
-    header = (f"{'model':<11} {'tool':<22} {'seconds':>8} {'/floor':>7} {'dnalift x':>9} {'max|delta|':>11} "
+    header = (f"{'model':<11} {'tool':<22} {'seconds':>8} {'/floor':>7} {'cpu/fl':>7} {'dnalift x':>9} {'max|delta|':>11} "
               f"{'max|diff|':>10}")
     print("\n" + header)
     print("-" * len(header))
@@ -291,6 +293,7 @@ def print_table(results: list[dict]) -> None:
             delta = f"{row['max_abs_delta']:.2e}" if "max_abs_delta" in row else ""
             diff = f"{row['max_abs_diff_vs_dnalift']:.2e}" if "max_abs_diff_vs_dnalift" in row else ""
             print(f"{row['model']:<11} {row['tool']:<22} {row['seconds']:>8.2f} {row['ratio_to_floor']:>7.2f} "
+                  f"{row['cpu_ratio_to_floor']:>7.2f} "
                   f"{speedup:>9} {delta:>11} {diff:>10}")
         print(f"{'':<11} (n={result['n']}, r={result['refs']}, batch {result['batch_size']}; "
               f"mean |f(x) - mean f(ref)| = {result['mean_abs_output_change']:.3g}; "
@@ -299,6 +302,8 @@ def print_table(results: list[dict]) -> None:
         for tool, reason in result["skipped"].items():
             print(f"{'':<11} {tool} skipped: {reason}")
     print("\nseconds: median wall time; /floor: ratio to forward+input-gradient over the reference rows; "
+          "cpu/fl: the same with process CPU time (less sensitive to other load; with several threads it "
+          "counts their waiting); "
           "dnalift x: tool time / dnalift time (RS: this rule's time / dnalift Rescale); max|delta|: worst "
           "summation-to-delta error; max|diff|: worst absolute difference from dnalift's scores.")
     warned = [(r["model"], r["tool"], m) for res in results for r in res["rows"] for m in r["warnings"]]
