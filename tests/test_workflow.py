@@ -90,7 +90,7 @@ def test_dry_run_lists_the_jobs(tmp_path):
     out = res.stdout
     for shard in ("1-of-2", "2-of-2"):
         assert f"results/test/shards/scores.{shard}.h5" in out
-    assert "results/test/modisco/report/motifs.html" in out  # the simple report of the test config
+    assert "results/test/modisco/report/report.html" in out
 
 
 def test_dry_run_prints_the_commands(tmp_path):
@@ -102,8 +102,8 @@ def test_dry_run_prints_the_commands(tmp_path):
         assert option in score[0]
     assert re.search(r"dnalift merge .*scores\.1-of-2\.h5 .*scores\.2-of-2\.h5 -o results/test/scores\.h5",
                      res.stdout)
-    assert re.search(r"modisco report-simple -m \S+demo_motifs\.meme -n 1 -l -i results/test/modisco/modisco_results"
-                     r"\.h5 -o results/test/modisco/report -s \./", res.stdout)
+    assert re.search(r"modisco report --n_examples 1 -m \S+demo_motifs\.meme -n 1 -l -i results/test/modisco/"
+                     r"modisco_results\.h5 -o results/test/modisco/report -s \./", res.stdout)
     assert re.search(r"modisco motifs -s results/test/modisco/scores\.ohe\.npz -a results/test/modisco/scores\.hyp\.npz "
                      r"-w \$w -n 300 -l 1", res.stdout)
 
@@ -198,9 +198,50 @@ def test_end_to_end_on_the_demo(tmp_path):
             assert z["arr_0"].shape == (300, 4, 200)
     with h5py.File(out / "modisco" / "modisco_results.h5", "r") as f:
         assert "pos_patterns" in f and len(f["pos_patterns"]) >= 1
-    html = (out / "modisco" / "report" / "motifs.html").read_text()
-    # each positive pattern's best match among the demo's two motifs: DeepLIFT scores of the demo model
-    # should let modisco find both
-    best_matches = re.findall(r"<td>pos_patterns\.pattern_\d+</td>\s*<td>\d+</td>.*?<td>(GATA1|TAL1)\b", html,
-                              flags=re.S)
+    html = (out / "modisco" / "report" / "report.html").read_text()
+    # the report names each pattern after its best match among the demo's two motifs: the DeepLIFT scores of
+    # the demo model should let modisco find both among the positive patterns
+    best_matches = re.findall(r'class="pattern-name">\s*(\w+)[^<]*</a>\s*<span class="pattern-id">pos_patterns',
+                              html)
     assert {"GATA1", "TAL1"} <= set(best_matches), best_matches
+
+
+@pytest.mark.slow
+def test_end_to_end_regions_to_bigwig(tmp_path):
+    """BED regions on a genome: the shards read windows of the genome and the bigWig puts the per-base scores
+    back on genome coordinates (the demo sequences laid out on one chromosome, 50 N between them)."""
+    if not (BIN / "dnalift").exists() and shutil.which("dnalift") is None:
+        pytest.skip("the dnalift command is not installed (pip install -e '.[workflow]')")
+    h5py = pytest.importorskip("h5py")
+    pyBigWig = pytest.importorskip("pyBigWig")
+    fasta = (DEMO / "test.fa").read_text().split(">")[1:13]
+    records = [(r.split()[0], "".join(r.splitlines()[1:])) for r in fasta]
+    genome, bed = "", []
+    for name, seq in records:
+        start = len(genome) + 50
+        genome += "N" * 50 + seq
+        bed.append(f"chr1\t{start}\t{start + len(seq)}\t{name}\n")
+    genome += "N" * 50
+    (tmp_path / "genome.fa").write_text(">chr1\n" + "\n".join(genome[i:i + 60] for i in range(0, len(genome), 60)) + "\n")
+    (tmp_path / "regions.bed").write_text("".join(bed))
+    res = snakemake(tmp_path, "--cores", "1", config={
+        "model": str(DEMO / "model.pt"), "fasta": None, "regions": str(tmp_path / "regions.bed"),
+        "genome": str(tmp_path / "genome.fa"), "width": 200, "shards": 3, "modisco": {"enabled": False},
+        "logos": {"top_k": 0}})
+    logs = "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(tmp_path.glob("results/test/logs/*")))
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:] + logs
+    out = tmp_path / "results" / "test"
+    with h5py.File(out / "scores.h5", "r") as f:
+        assert f["raw/seq"].shape == (12, 4, 200)
+        starts = f["regions/start"][:]
+        projected = f["projected_shap/seq"][:].sum(axis=1)  # (12, 200)
+    assert starts.tolist() == [int(line.split("\t")[1]) for line in bed]
+    bw = pyBigWig.open(str(out / "scores.bw"))
+    try:
+        assert bw.chroms() == {"chr1": len(genome)}
+        for row in (0, 11):
+            values = np.array(bw.values("chr1", int(starts[row]), int(starts[row]) + 200))
+            np.testing.assert_allclose(values, projected[row], rtol=0, atol=1e-6)
+    finally:
+        bw.close()
+    assert not (out / "logos").exists() and not (out / "modisco").exists()
