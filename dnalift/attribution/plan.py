@@ -374,9 +374,10 @@ def describe(plan: Plan, *, rule: str = "rescale", max_rule: str = "exact") -> l
     list of dict
         Keys ``node``, ``op``, ``kind``, ``rule``, ``source``.
     """
-    from dnalift.attribution.modes import nonlinear_rules
+    from dnalift.attribution.modes import nonlinear_rules, split_needed
 
     per_node = nonlinear_rules(plan, rule)
+    split = split_needed(plan, per_node) if rule != "rescale" else set()
     rows = []
     for step in plan.steps:
         if step.kind == "meta":
@@ -385,7 +386,7 @@ def describe(plan: Plan, *, rule: str = "rescale", max_rule: str = "exact") -> l
             label = "RevealCancel" if per_node[step.node.name] == "revealcancel" else "Rescale"
         elif step.kind == "max":
             label = "max rule (exact)" if max_rule == "exact" else "max rule (gradient, original code)"
-        elif step.kind == "linear" and rule != "rescale" and step.name in ops.WEIGHTED:
+        elif step.kind == "linear" and step.node.name in split and step.name in ops.WEIGHTED:
             label = "linear (positive/negative parts)"
         else:
             label = ops.RULE_NAMES[step.kind]
