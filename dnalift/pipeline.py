@@ -38,6 +38,7 @@ import logging
 import math
 import os
 import re
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -62,6 +63,8 @@ CENTERS = ("mid", "summit")
 
 #: sequences per chunk when the result file's chunk is larger (bounds the references' memory)
 MAX_CHUNK = 1024
+#: chunks between two returns of freed heap memory to the system (see :func:`_trim_heap`)
+TRIM_EVERY = 8
 
 
 @dataclasses.dataclass
@@ -547,6 +550,7 @@ def _score_source(source, model_path, *, output, fasta, regions, genome, width, 
         if progress is not None:
             progress(done, n_rows)
         started = True
+        n_chunks = 0
         for a, b in pending:
             for c0 in range(a, b, step):
                 c1 = min(c0 + step, b)
@@ -570,6 +574,9 @@ def _score_source(source, model_path, *, output, fasta, regions, genome, width, 
                     w.write(c0, raw=X, hypothetical=hyp[:, t], names=names, predictions=pred[:, t],
                             reference_predictions=ref_pred[:, t], deltas=deltas[:, t], regions=reg)
                 done += c1 - c0
+                n_chunks += 1
+                if n_chunks % TRIM_EVERY == 0:
+                    _trim_heap()
                 if progress is not None:
                     progress(done, n_rows)
         for w in writers:
@@ -597,6 +604,31 @@ def _score_source(source, model_path, *, output, fasta, regions, genome, width, 
     return ScoreSummary(outputs=paths, targets=labels, n_sequences=n_rows, n_scored=n_rows - n_resumed,
                         n_resumed=n_resumed, n_skipped=len(source.skipped), seconds=seconds,
                         max_abs_delta=worst_value, worst=worst_name)
+
+
+_MALLOC_TRIM = None
+
+
+def _trim_heap() -> None:
+    """Give the C heap's free pages back to the system (glibc ``malloc_trim``; a no-op elsewhere).
+
+    Each chunk allocates and frees the engine's batches (hundreds of MB) among long-lived small objects; glibc
+    keeps the freed memory, fragmented, and the peak resident memory of a long run creeps up with the number
+    of chunks (+20% from 2,000 to 50,000 sequences). Trimming every few chunks keeps it flat; trimming after
+    every chunk would cost page faults (about 2% of the run time every 8 chunks, 25% every chunk).
+    """
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        _MALLOC_TRIM = False
+        if sys.platform.startswith("linux"):
+            try:
+                import ctypes
+
+                _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+            except (OSError, AttributeError):
+                pass
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
 
 
 def _default_chunk(length: int) -> int:

@@ -30,7 +30,7 @@ class DnaliftGroup(click.Group):
         return ["score", "logo", "export", "merge", "info", "inspect"]
 
 
-@click.group(cls=DnaliftGroup, context_settings=CONTEXT_SETTINGS)
+@click.group(name="dnalift", cls=DnaliftGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, "--version", prog_name="dnalift")
 def cli():
     """DeepLIFT contribution scores for PyTorch genomics models.

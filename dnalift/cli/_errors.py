@@ -19,6 +19,7 @@ There is never a traceback on stderr, except in the log with ``-v`` (for debuggi
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 import click
@@ -37,8 +38,20 @@ def one_line(text) -> str:
     return " ".join(str(text).split())
 
 
+#: library parameter names in messages -> the command line's options
+_CLI_WORDS = ((re.compile(r"\bn_policy='(\w+)'(.*?) or '(\w+)' to"), r"--n-policy \1\2 or --n-policy \3 to"),
+              (re.compile(r"\bn_policy='(\w+)'"), r"--n-policy \1"), (re.compile(r"\bn_policy\b"), "--n-policy"))
+
+
+def cli_words(message: str) -> str:
+    """A library message in the command line's terms (``n_policy='skip'`` -> ``--n-policy skip``)."""
+    for pattern, repl in _CLI_WORDS:
+        message = pattern.sub(repl, message)
+    return message
+
+
 def _emit(message: str) -> None:
-    click.echo(f"Error: {one_line(message)}", err=True)
+    click.echo(f"Error: {cli_words(one_line(message))}", err=True)
 
 
 def _os_message(e: OSError) -> str:
