@@ -306,22 +306,17 @@ class _References:
 
 
 def _check_output_dir(path: Path) -> None:
+    """Fail early when ``path`` cannot be written: its nearest existing ancestor must be a writable directory
+    (missing directories are made by the writer, only once there is something to write)."""
     parent = path.parent if str(path.parent) else Path(".")
     probe = parent
-    while not probe.exists():
-        if probe.parent == probe:
-            break
+    while not probe.exists() and probe.parent != probe:
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
         raise StoreError(f"cannot write {path}: {probe} is a file, not a directory; choose another output path")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise StoreError(f"cannot write {path}: no permission to write in {probe}; choose an output directory "
                          f"you can write to")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise StoreError(f"cannot create the output directory {parent} ({e.strerror or e}); choose another "
-                         f"output path") from None
 
 
 def _open_source(fasta, regions, genome, *, width, center, n_policy, model_length):

@@ -9,7 +9,7 @@ usage: an option or argument is wrong        2      ``--shard 3-of-2``, FASTA an
 data: a file or model cannot be used         1      missing/empty/not FASTA, model format, IUPAC
 (:class:`~dnalift.errors.DnaliftError`,             letters with ``--n-policy error``, output
 ``OSError``)                                        exists, truncated HDF5, invalid result file
-interrupted (Ctrl-C)                         130
+interrupted (Ctrl-C; SIGTERM: 143)           130
 anything else (a bug: please report it)      1      the line says to rerun with ``-v``
 ==========================================  =====  ===========================================
 
@@ -29,7 +29,7 @@ from dnalift.errors import DnaliftError, TargetError
 
 log = logging.getLogger("dnalift.cli")
 
-USAGE, DATA, INTERRUPTED = 2, 1, 130
+USAGE, DATA, INTERRUPTED, TERMINATED = 2, 1, 130, 143
 _NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
@@ -58,6 +58,15 @@ def _os_message(e: OSError) -> str:
     what = e.strerror or str(e) or type(e).__name__
     where = f"{e.filename}: " if getattr(e, "filename", None) else ""
     return f"{where}{what[0].lower() + what[1:] if what else what}; check the path and its permissions"
+
+
+def _interrupted(e: KeyboardInterrupt) -> int:
+    """Ctrl-C: exit 130; SIGTERM (raised as a KeyboardInterrupt subclass by ``score``): exit 143."""
+    if getattr(e, "signal_name", None) == "SIGTERM":
+        _emit("terminated (SIGTERM)")
+        return TERMINATED
+    _emit("interrupted")
+    return INTERRUPTED
 
 
 def _debug_traceback(e: BaseException) -> None:
@@ -101,11 +110,13 @@ def _run(invoke) -> int:
         code = e.exit_code
     except click.Abort as e:
         cause = e.__cause__ or e.__context__
-        _emit("interrupted" if isinstance(cause, KeyboardInterrupt) else "aborted")
-        code = INTERRUPTED if isinstance(cause, KeyboardInterrupt) else DATA
-    except KeyboardInterrupt:
-        _emit("interrupted")
-        code = INTERRUPTED
+        if isinstance(cause, KeyboardInterrupt):
+            code = _interrupted(cause)
+        else:
+            _emit("aborted")
+            code = DATA
+    except KeyboardInterrupt as e:
+        code = _interrupted(e)
     except TargetError as e:
         _debug_traceback(e)
         _emit(str(e))

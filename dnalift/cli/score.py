@@ -54,6 +54,8 @@ def _split_ops(ctx, param, value):
 class _Terminated(KeyboardInterrupt):
     """SIGTERM (a cluster scheduler stopping the job) handled like Ctrl-C: partial files are kept for --resume."""
 
+    signal_name = "SIGTERM"
+
 
 def _on_sigterm(signum, frame):
     raise _Terminated()
