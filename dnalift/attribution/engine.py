@@ -241,13 +241,11 @@ class _Runner:
     # --------------------------------------------------------------------------------- revealcancel
     def split_pass(self, refs: torch.Tensor, x_env: dict, pairing: Pairing, inputs: torch.Tensor):
         """Reference forward (no autograd) beside the differences as parts; returns (input diff, output diff)."""
-        runner = SplitPass(pairing, self.eps, self.exact_max)
-        runner._dims = self.plan.batch_dims
+        runner = SplitPass(pairing, self.eps, self.exact_max, self.plan.batch_dims)
         ref_env = dict(self.constants)
         ref_env[self.plan.input_name] = refs
         difference = pairing.diff(inputs, refs, 0).detach().requires_grad_(True)
         d_env = {self.plan.input_name: difference}
-        runner._d_env = d_env
         for index, step in enumerate(self.plan.steps):
             with torch.no_grad():
                 args = resolve(step.args, ref_env)

@@ -128,11 +128,14 @@ class SplitPass:
         Near-zero threshold for multipliers.
     exact_max : bool
         The exact max rule, or the original code's gradient rule (its values stay exact).
+    batch_dims : dict
+        The batch dimension of every node's value, by node name.
     """
 
     pairing: Pairing
     eps: float
     exact_max: bool
+    batch_dims: dict
 
     def run(self, step, args, d_env, ref_env, x_env, ref_out, needs_split: bool, rule: str | None):
         """The output difference of ``step``.
@@ -166,10 +169,10 @@ class SplitPass:
                 source = d_env.get(step.node.args[0].name)
                 return None if source is None else source[step.node.args[1]]
             return None
-        return self._linear(step, args, deltas, needs_split)
+        return self._linear(step, args, deltas, needs_split, d_env)
 
     # ---------------------------------------------------------------------------------------- linear
-    def _linear(self, step, args, deltas, needs_split):
+    def _linear(self, step, args, deltas, needs_split, d_env):
         name = step.name
         kwargs = step.kwargs
         if name in ops.POSITIVE_STRUCTURAL:
@@ -203,7 +206,7 @@ class SplitPass:
         if name in ops.WEIGHTED:
             return self._weighted(step, args, deltas, needs_split)
         if name in ("cat", "stack", "concat", "concatenate"):
-            return self._combine_list(step, args, deltas)
+            return self._combine_list(step, args, d_env)
         if name == "where":
             condition = args[0]
             a = deltas[1] if deltas[1] is not None else torch.zeros_like(total(deltas[2]))
@@ -214,10 +217,10 @@ class SplitPass:
             return torch.where(condition, a, b)
         raise AssertionError(f"no RevealCancel routing for aten.{name}")
 
-    def _combine_list(self, step, args, deltas):
+    def _combine_list(self, step, args, d_env):
         nodes = step.node.args[0]
         values = args[0]
-        parts = [self._d_lookup(n) for n in nodes]
+        parts = [_arg_delta(n, d_env) for n in nodes]
         filled = [d if d is not None else torch.zeros_like(v) for d, v in zip(parts, values)]
         rest = args[1:]
         if any(isinstance(d, Split) for d in filled):
@@ -262,7 +265,7 @@ class SplitPass:
     # ------------------------------------------------------------------------------------ nonlinear
     def _nonlinear(self, step, args, d, ref_out, x_env, rule):
         source = step.node.args[0].name
-        dim = self._dims[source]
+        dim = self.batch_dims[source]
         ref_in = args[0]
         rest, kwargs = tuple(args[1:]), step.kwargs
         x_in, x_out = x_env[source], x_env[step.node.name]
@@ -298,7 +301,7 @@ class SplitPass:
     # ------------------------------------------------------------------------------------------ max
     def _max(self, step, args, d, x_env, ref_out):
         source = step.node.args[0].name
-        dim = self._dims[source]
+        dim = self.batch_dims[source]
         windows = MaxWindows(step.name, args, step.kwargs)
         ref_in = args[0]
         x_in = x_env[source]
@@ -329,7 +332,7 @@ class SplitPass:
     # -------------------------------------------------------------------------------------- product
     def _product(self, step, args, deltas, x_env):
         a_node, b_node = step.node.args[0], step.node.args[1]
-        dims = (self._dims[a_node.name], self._dims[b_node.name])
+        dims = (self.batch_dims[a_node.name], self.batch_dims[b_node.name])
         m_a, m_b = product_coefficients(x_env[a_node.name], x_env[b_node.name], args[0], args[1],
                                         self.pairing, dims)
         return add_all([scale(deltas[0], m_a), scale(deltas[1], m_b)])
@@ -343,11 +346,3 @@ class SplitPass:
             else:
                 shifted.append(ref_env[arg.name].detach() + total(d))
         return step.fn(*shifted, **step.kwargs) - ref_out.detach()
-
-    # Set by the engine for each batch: the batch dimension of every node, and the difference table for
-    # list arguments.
-    _dims: dict = dataclasses.field(default_factory=dict)
-    _d_env: dict = dataclasses.field(default_factory=dict)
-
-    def _d_lookup(self, node):
-        return self._d_env.get(node.name) if isinstance(node, torch.fx.Node) else None
