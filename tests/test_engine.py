@@ -225,7 +225,7 @@ def test_every_spelling_gives_the_same_scores(rule):
         model.load_state_dict(reference_model.state_dict())
         results[spelling] = attribute(export(model, x[:2]), x, refs, target=[0, 2], dtype=F64, rule=rule)
         assert relative_delta(results[spelling]) < 1e-8
-    for spelling, result in results.items():
+    for result in results.values():
         torch.testing.assert_close(result.contributions, results["modules"].contributions, rtol=0, atol=1e-12)
         torch.testing.assert_close(result.hypothetical, results["modules"].hypothetical, rtol=0, atol=1e-12)
 

@@ -115,7 +115,6 @@ def test_score_progress_and_summary_without_printing(files, tmp_path, capsys):
 
 
 def test_reference_fasta_shared_and_per_sequence(files, tmp_path):
-    X = one_hot_encode(list(files.seqs.values()))
     shared = tmp_path / "shared.fa"
     shared.write_text(">r0\n" + "A" * L + "\n>r1\n" + "GC" * (L // 2) + "\n")
     s = pipeline.score(files.model, fasta=files.fasta, output=tmp_path / "s.h5", reference=str(shared))
