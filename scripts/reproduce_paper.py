@@ -72,21 +72,15 @@ class Method:
 # ------------------------------------------------------------------------------------------------------- data
 def read_fasta(path: Path) -> tuple[list[str], list[str], list[int]]:
     """Names, sequences and the ``label=`` of each header of a FASTA written by data/simulate.py."""
-    names, seqs, labels = [], [], []
-    with open(path) as fh:
-        for line in fh:
-            line = line.strip()
-            if not line:
-                continue
-            if line.startswith(">"):
-                head = line[1:].split()
-                names.append(head[0])
-                label = [w.split("=", 1)[1] for w in head[1:] if w.startswith("label=")]
-                labels.append(int(label[0]) if label else -1)
-                seqs.append([])
-            else:
-                seqs[-1].append(line.upper())
-    return names, ["".join(s) for s in seqs], labels
+    sys.path.insert(0, str(ROOT / "data"))
+    from simulate import read_fasta as read_simulated
+
+    names, seqs, descriptions = read_simulated(str(path))
+    labels = []
+    for description in descriptions:
+        label = [w.split("=", 1)[1] for w in description.split() if w.startswith("label=")]
+        labels.append(int(label[0]) if label else -1)
+    return names, seqs, labels
 
 
 def read_sites(path: Path) -> dict[str, list[tuple[str, int, int, int, int]]]:
