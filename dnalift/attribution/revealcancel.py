@@ -42,6 +42,7 @@ from dnalift.attribution.rules import (
     derivative,
     max_rule_terms,
     product_coefficients,
+    replace_on_rows,
     rescale_multiplier,
 )
 
@@ -114,6 +115,21 @@ def add_all(terms):
 def _arg_delta(arg, d_env):
     if isinstance(arg, torch.fx.Node):
         return d_env.get(arg.name)
+    return None
+
+
+def _output_stack_dim(name, args):
+    """(weight dim, output dim) along which two weights of a weighted op can be stacked, or None."""
+    if name in ("conv1d", "conv2d"):
+        groups = args[6] if len(args) > 6 else 1
+        return (0, 1) if groups == 1 else None
+    if name in ("convolution", "_convolution"):
+        transposed, groups = args[6], args[8]
+        return (0, 1) if not transposed and groups == 1 else None
+    if name == "linear":
+        return (0, -1)
+    if name == "addmm":
+        return (1, -1)
     return None
 
 
@@ -260,7 +276,13 @@ class SplitPass:
         positive = dx * sign_weights(dx)
         weight_pos, weight_neg = weight.clamp(min=0), weight.clamp(max=0)
         shared = op(positive, weight_pos - weight_neg)
-        return Split(shared + op(dx, weight_neg), op(dx, weight_pos) - shared)
+        stack_dim = _output_stack_dim(name, args)
+        if stack_dim is None:
+            on_neg, on_pos = op(dx, weight_neg), op(dx, weight_pos)
+        else:  # one call with the two weights stacked along the outputs
+            weight_dim, out_dim = stack_dim
+            on_neg, on_pos = op(dx, torch.cat([weight_neg, weight_pos], weight_dim)).chunk(2, out_dim)
+        return Split(shared + on_neg, on_pos - shared)
 
     # ------------------------------------------------------------------------------------ nonlinear
     def _nonlinear(self, step, args, d, ref_out, x_env, rule):
@@ -286,16 +308,14 @@ class SplitPass:
         m_neg = dy_neg.div_(neg)
         small_pos = pos < self.eps
         small_neg = neg > -self.eps
-        any_pos, any_neg = bool(small_pos.any()), bool(small_neg.any())
-        if any_pos or any_neg:
-            # The limit of dy+/dx+ as dx+ -> 0 is (f'(x0) + f'(x0 + dx-)) / 2, and symmetrically.
-            at_ref = derivative(step.fn, ref_in, rest, kwargs)
-            if any_pos:
-                limit = derivative(step.fn, at_neg, rest, kwargs).add_(at_ref).mul_(0.5)
-                m_pos = torch.where(small_pos, limit, m_pos)
-            if any_neg:
-                limit = derivative(step.fn, at_pos, rest, kwargs).add_(at_ref).mul_(0.5)
-                m_neg = torch.where(small_neg, limit, m_neg)
+        # The limit of dy+/dx+ as dx+ -> 0 is (f'(x0) + f'(x0 + dx-)) / 2, and symmetrically; computed only
+        # on the batch rows that have such entries.
+        if bool(small_pos.any()):
+            replace_on_rows(m_pos, small_pos, lambda rows: derivative(step.fn, at_neg[rows], rest, kwargs).add_(
+                derivative(step.fn, ref_in[rows], rest, kwargs)).mul_(0.5))
+        if bool(small_neg.any()):
+            replace_on_rows(m_neg, small_neg, lambda rows: derivative(step.fn, at_pos[rows], rest, kwargs).add_(
+                derivative(step.fn, ref_in[rows], rest, kwargs)).mul_(0.5))
         return Split(parts.pos * m_pos, parts.neg * m_neg)
 
     # ------------------------------------------------------------------------------------------ max
