@@ -340,8 +340,3 @@ class ProductFunction(torch.autograd.Function):
         m_a, m_b = ctx.saved_tensors
         a_shape, b_shape = ctx.shapes
         return reduce_to(grad * m_a, a_shape), reduce_to(grad * m_b, b_shape), None, None, None, None
-
-
-def is_max_op(name: str) -> bool:
-    """Whether an op name is one of the max kind."""
-    return name in ops.MAX
