@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from dnalift.attribution import hypothetical as hyp
+from dnalift.attribution import ops
 from dnalift.attribution.modes import MODES, nonlinear_rules, split_needed
 from dnalift.attribution.plan import Plan, compile_plan, describe as describe_plan, resolve
 from dnalift.attribution.revealcancel import SplitPass, total
@@ -187,10 +188,9 @@ class _Runner:
                 needed.add(step.node.name)
         return needed
 
-    def _free(self, env: dict, index: int, keep: set = frozenset()):
-        last = self.plan.last_use
-        for name in [k for k in env if last.get(k, -1) == index and k not in keep]:
-            del env[name]
+    def _free(self, env: dict, index: int):
+        for name in self.plan.released[index]:
+            env.pop(name, None)
 
     def forward(self, inputs: torch.Tensor) -> dict:
         """Plain forward of the sequences; returns the values in ``x_needed`` (no autograd)."""
@@ -203,7 +203,7 @@ class _Runner:
                 env[step.node.name] = value
                 if step.node.name in self.x_needed:
                     kept[step.node.name] = value
-                self._free(env, index, keep=self.x_needed)
+                self._free(env, index)
         if self.plan.input_name in self.x_needed:
             kept[self.plan.input_name] = inputs
         return kept
@@ -227,7 +227,7 @@ class _Runner:
                 windows = MaxWindows(step.name, args, kwargs)
                 value = MaxFunction.apply(args[0], x_env[source], windows, pairing, dims[source],
                                           self.exact_max)
-                if _returns_indices(step):
+                if ops.returns_indices(step.name):
                     value = (value, None)
             elif step.kind == "product":
                 a, b = step.node.args[0].name, step.node.args[1].name
@@ -294,10 +294,6 @@ class _Runner:
                                               allow_unused=True)
                 multipliers.append(torch.zeros_like(leaf) if grad is None else grad)
         return multipliers, on_inputs, on_refs
-
-
-def _returns_indices(step) -> bool:
-    return step.name == "max" or step.name.endswith("with_indices") or step.name.startswith("adaptive_max")
 
 
 # ---------------------------------------------------------------------------------------------- inputs

@@ -124,6 +124,11 @@ def functional(target):
     return getattr(base, overload, None) or getattr(base, "default", None) or getattr(base, "Tensor", target)
 
 
+def returns_indices(name: str) -> bool:
+    """Whether a max op returns ``(values, indices)`` rather than values alone."""
+    return name == "max" or name.endswith("with_indices") or name.startswith("adaptive_max")
+
+
 def classify(name: str, n_dependent_tensors: int) -> str | None:
     """The kind of rule for an op that depends on the input, or None when there is no rule.
 

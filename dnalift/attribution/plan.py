@@ -76,6 +76,8 @@ class Plan:
         Values of graph nodes that do not depend on the input (parameters, buffers, folded ops).
     last_use : dict
         For each node name, the index of the last step that reads it (values are freed after it).
+    released : list of list of str
+        For each step, the node names whose last use it is.
     input_shape : tuple
         Per-row input shape of the exported program.
     """
@@ -88,6 +90,7 @@ class Plan:
     last_use: dict
     input_shape: tuple
     batch_dims: dict = dataclasses.field(default_factory=dict)
+    released: list = dataclasses.field(default_factory=list)
     graph_module: Any = None
     _cast_cache: dict = dataclasses.field(default_factory=dict)
 
@@ -331,8 +334,12 @@ def compile_plan(program, *, allow_gradient: tuple = ()) -> Plan:
         for n in _iter_nodes((step.args, step.kwargs)):
             last_use[n.name] = index
     last_use[output_node.name] = len(steps)
+    released: list[list[str]] = [[] for _ in steps]
+    for name, index in last_use.items():
+        if index < len(steps):
+            released[index].append(name)
     return Plan(steps, input_name, output_node, softmax_output, constants, last_use, input_shape,
-                batch_dims=batch_dims, graph_module=program.graph_module)
+                batch_dims=batch_dims, released=released, graph_module=program.graph_module)
 
 
 def _fold_constants(steps, constants) -> dict:

@@ -328,24 +328,24 @@ class SplitPass:
         _, terms = max_rule_terms(windows, x_in, ref_in, self.pairing, dim, exact=True)
         out_shape = (ref_out[0] if isinstance(ref_out, (tuple, list)) else ref_out).shape
 
-        def route(t, terms=terms):
+        def route(t, terms):
             flat = windows.flat(t)
             return sum(c * flat.gather(1, i) for i, c in terms).reshape(out_shape)
 
-        out = map_parts(d, route)
+        out = map_parts(d, lambda t: route(t, terms))
         if not self.exact_max:
+            # The original code's rule: values stay exact, gradients go to the input's argmax only.
             _, grad_terms = max_rule_terms(windows, x_in, ref_in, self.pairing, dim, exact=False)
 
             def straight_through(exact, t):
-                flat = windows.flat(t)
-                g = sum(c * flat.gather(1, i) for i, c in grad_terms).reshape(out_shape)
+                g = route(t, grad_terms)
                 return exact.detach() + g - g.detach()
 
             if isinstance(out, Split):
                 out = Split(straight_through(out.pos, d.pos), straight_through(out.neg, d.neg))
             else:
                 out = straight_through(out, d)
-        if step.name == "max" or step.name.endswith("with_indices") or step.name.startswith("adaptive_max"):
+        if ops.returns_indices(step.name):
             return (out, None)
         return out
 

@@ -15,6 +15,7 @@ gradient is their multiplier.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 import torch.nn.functional as F
@@ -180,9 +181,9 @@ class MaxWindows:
             dims = self._reduced_dims(t)
             kept = [d for d in range(t.dim()) if d not in dims]
             moved = t.permute(kept + dims)
-            return moved.reshape(-1, int(torch.tensor([t.shape[d] for d in dims]).prod()) if dims else 1)
+            return moved.reshape(-1, math.prod(t.shape[d] for d in dims))
         spatial = 2 if "2d" in self.name else 1
-        return t.reshape(-1, int(torch.tensor(t.shape[-spatial:]).prod()))
+        return t.reshape(-1, math.prod(t.shape[-spatial:]))
 
     def unflat(self, flat: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`flat` onto the shape of ``like``."""
