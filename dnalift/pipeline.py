@@ -49,7 +49,7 @@ import numpy as np
 from dnalift.errors import (ConservationWarning, DnaliftError, ModelInputError, OutputExistsError,
                             ReferenceInputError, RegionError, StoreError, TargetError)
 
-__all__ = ["score", "ScoreSummary", "REFERENCE_METHODS", "RULES", "output_paths", "parse_shard",
+__all__ = ["score", "ScoreSummary", "REFERENCE_METHODS", "RULES", "output_paths",
            "resolve_targets"]
 
 log = logging.getLogger(__name__)
@@ -129,17 +129,6 @@ def _duration(seconds: float) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- options
-
-
-def parse_shard(spec: str) -> tuple[int, int]:
-    """``"i-of-n"`` -> ``(i, n)`` with ``1 <= i <= n``; ValueError with a one-line message otherwise."""
-    m = re.fullmatch(r"\s*(\d+)\s*-of-\s*(\d+)\s*", str(spec), flags=re.IGNORECASE)
-    if not m:
-        raise ValueError(f"{spec!r} is not of the form i-of-n (e.g. 2-of-8: the second of 8 shards)")
-    i, n = int(m.group(1)), int(m.group(2))
-    if n < 1 or not 1 <= i <= n:
-        raise ValueError(f"{spec!r}: i must be between 1 and n (1-of-{max(n, 1)} ... {max(n, 1)}-of-{max(n, 1)})")
-    return i, n
 
 
 def output_paths(output: str | os.PathLike, labels: Sequence[str]) -> list[Path]:
@@ -422,7 +411,7 @@ def score(model_path, *, fasta=None, regions=None, genome=None, output, width: i
     import torch
 
     from dnalift.attribution.engine import attribute
-    from dnalift.io.store import ResultWriter, open_results, partial_path, shard_attrs
+    from dnalift.io.store import ResultWriter, open_results, parse_shard, partial_path, shard_attrs
     from dnalift.models import check_input, load_model
 
     t0 = time.perf_counter()

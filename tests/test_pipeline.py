@@ -48,11 +48,13 @@ def files(tmp_path_factory):
 
 
 def test_parse_shard():
-    assert pipeline.parse_shard("2-of-8") == (2, 8)
-    assert pipeline.parse_shard(" 1-OF-1 ") == (1, 1)
+    from dnalift.io.store import parse_shard
+
+    assert parse_shard("2-of-8") == (2, 8)
+    assert parse_shard(" 1-OF-1 ") == (1, 1)
     for bad in ("3-of-2", "0-of-2", "1of2", "a-of-b", "1-of-0", ""):
         with pytest.raises(ValueError):
-            pipeline.parse_shard(bad)
+            parse_shard(bad)
 
 
 def test_output_paths():

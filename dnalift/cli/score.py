@@ -21,7 +21,7 @@ _METHODS = ("dinuc", "gc", "uniform", "zeros")
 def _check_shard(ctx, param, value):
     if value is None:
         return None
-    from dnalift.pipeline import parse_shard
+    from dnalift.io.store import parse_shard
 
     try:
         i, n = parse_shard(value)

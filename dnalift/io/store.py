@@ -67,6 +67,7 @@ import json
 import logging
 import math
 import os
+import re
 import shlex
 import sys
 from dataclasses import dataclass
@@ -86,6 +87,7 @@ __all__ = [
     "validate_results",
     "merge_results",
     "shard_attrs",
+    "parse_shard",
     "partial_path",
     "default_chunk_size",
 ]
@@ -125,6 +127,23 @@ def default_chunk_size(length: int) -> int:
     return int(min(1024, max(1, 2**20 // (16 * max(int(length), 1)))))
 
 
+def parse_shard(spec: str) -> tuple[int, int]:
+    """``"i-of-n"`` -> ``(i, n)`` with ``1 <= i <= n``.
+
+    Raises
+    ------
+    StoreError
+        (a ValueError) with a one-line message when ``spec`` is not of that form.
+    """
+    m = re.fullmatch(r"\s*(\d+)\s*-of-\s*(\d+)\s*", str(spec), flags=re.IGNORECASE)
+    if not m:
+        raise StoreError(f"{spec!r} is not of the form i-of-n (e.g. 2-of-8: the second of 8 shards)")
+    i, n = int(m.group(1)), int(m.group(2))
+    if n < 1 or not 1 <= i <= n:
+        raise StoreError(f"{spec!r}: i must be between 1 and n (1-of-{max(n, 1)} ... {max(n, 1)}-of-{max(n, 1)})")
+    return i, n
+
+
 def shard_attrs(spec: str, n_total: int) -> dict[str, Any]:
     """Attributes of shard ``spec`` ("i-of-k", 1-based ``i``) of a run over ``n_total`` sequences.
 
@@ -136,14 +155,7 @@ def shard_attrs(spec: str, n_total: int) -> dict[str, Any]:
     dict
         ``{"shard": "i-of-k", "row_start": int, "row_stop": int, "n_total": n_total}``
     """
-    try:
-        i_text, k_text = str(spec).lower().split("-of-")
-        i, k = int(i_text), int(k_text)
-    except ValueError:
-        raise StoreError(f"shard {spec!r} is not of the form i-of-n (e.g. 2-of-8); write --shard 2-of-8") from None
-    if k < 1 or not 1 <= i <= k:
-        k = max(k, 1)
-        raise StoreError(f"shard {spec!r}: i must be between 1 and n, e.g. 1-of-{k} to {k}-of-{k}")
+    i, k = parse_shard(spec)
     n_total = int(n_total)
     return {"shard": f"{i}-of-{k}", "row_start": (i - 1) * n_total // k, "row_stop": i * n_total // k,
             "n_total": n_total}
