@@ -40,13 +40,12 @@ import os
 import re
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from dnalift.errors import (ConservationWarning, DnaliftError, ModelInputError, OutputExistsError,
+from dnalift.errors import (DnaliftError, ModelInputError, OutputExistsError,
                             ReferenceInputError, RegionError, StoreError, TargetError)
 
 __all__ = ["score", "ScoreSummary", "REFERENCE_METHODS", "RULES", "output_paths",
@@ -699,32 +698,10 @@ def _attribute(attribute, model, X, R, names, indices, *, rule, max_rule, batch_
 
 def _run_engine(attribute, model, X, R, names, indices, *, rule, max_rule, batch_size, device, dtype,
                 allow_gradient, progress, strand=""):
-    """``attribute`` with its ConservationWarnings re-issued with the sequences' names."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConservationWarning)
-        res = attribute(model, X, R, target=list(indices), rule=rule, max_rule=max_rule, batch_size=batch_size,
-                        device=device, dtype=dtype, allow_gradient=allow_gradient, progress=progress)
-    conservation = False
-    for w in caught:
-        if issubclass(w.category, ConservationWarning):
-            conservation = True
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    """``attribute`` on one chunk; its ConservationWarning names the sequences (and the strand)."""
+    res = attribute(model, X, R, target=list(indices), rule=rule, max_rule=max_rule, batch_size=batch_size,
+                    device=device, dtype=dtype, allow_gradient=allow_gradient,
+                    names=[f"{strand}{name}" for name in names], progress=progress)
     if res.hypothetical is None:
         raise ModelInputError("the engine returned no hypothetical scores (the input has no channel axis of 4)")
-    if conservation:
-        d = res.deltas.abs().double()
-        scale = (res.predictions - res.reference_predictions).abs().double().clamp(min=1.0)
-        rel = (d / scale).max(dim=1).values.numpy()
-        order = np.argsort(-rel)[:5]
-        worst = ", ".join(f"{strand}{names[i]} ({float(d[i].max()):.3g})" for i in order)
-        warnings.warn(f"summation-to-delta is off for {int(np.count_nonzero(rel > _tol(dtype)))} of {len(names)} "
-                      f"sequences of this chunk; worst: {worst}. Try --precision float64; if it persists, run "
-                      f"`dnalift info` on the model and report it", ConservationWarning, stacklevel=2)
     return res
-
-
-def _tol(dtype) -> float:
-    import torch
-
-    return 1e-8 if dtype == torch.float64 else 1e-3

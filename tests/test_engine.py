@@ -94,8 +94,8 @@ def test_exact_max_rule_on_overlapping_windows_by_hand():
     torch.testing.assert_close(result.contributions, expected)
     assert abs(result.deltas.item()) < 1e-12
     # The original code's rule (gradient at the input's argmax) does not sum to delta here.
-    with pytest.warns(ConservationWarning):
-        gradient = attribute(program, x, ref, dtype=F64, max_rule="gradient")
+    with pytest.warns(ConservationWarning, match=r"worst: window-test \(6\).*--max-rule exact"):
+        gradient = attribute(program, x, ref, dtype=F64, max_rule="gradient", names=["window-test"])
     torch.testing.assert_close(gradient.contributions,
                                torch.tensor([[[0.0, 5.0, -2.0, 0.0, 0.0, 0.0]]], dtype=F64))
 

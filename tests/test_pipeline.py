@@ -184,12 +184,11 @@ def test_conservation_warning_names_sequences(files, tmp_path, monkeypatch):
     real = engine.attribute
 
     def off(*args, **kwargs):
+        # Break conservation for the second sequence and let the engine warn with the names the pipeline gave.
         res = real(*args, **kwargs)
         res.deltas[1] += 0.5
-        import warnings
-
-        from dnalift.errors import ConservationWarning
-        warnings.warn("engine message", ConservationWarning)
+        engine._warn_deltas(res.deltas, res.predictions - res.reference_predictions, res.deltas.dtype, None,
+                            names=kwargs["names"])
         return res
 
     monkeypatch.setattr(engine, "attribute", off)

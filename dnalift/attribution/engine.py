@@ -354,6 +354,7 @@ def _batches(n: int, r: int, rows: int):
 def attribute(model, X, references, *, target=0, rule: str = "rescale", max_rule: str = "exact",
               batch_size: int | None = None, device="auto", dtype: torch.dtype = torch.float32,
               allow_gradient: Sequence[str] = (), delta_tolerance: float | None = None,
+              names: Sequence[str] | None = None,
               progress: Callable[[int], None] | None = None) -> Attribution:
     """DeepLIFT contribution scores of a model's target for each sequence, averaged over references.
 
@@ -382,6 +383,8 @@ def attribute(model, X, references, *, target=0, rule: str = "rescale", max_rule
     delta_tolerance : float, optional
         Warn (:class:`ConservationWarning`) for sequences whose ``|delta|`` exceeds this times
         ``max(1, |prediction - reference prediction|)``; default 1e-3 for float32, 1e-8 for float64.
+    names : sequence of str, optional
+        Names of the n sequences, used in that warning (else their indices).
     progress : callable, optional
         Called with the number of sequences finished after each batch.
 
@@ -455,7 +458,8 @@ def attribute(model, X, references, *, target=0, rule: str = "rescale", max_rule
     if layout == "NLC":
         contributions = contributions.transpose(-1, -2)
         hypotheticals = hypotheticals.transpose(-1, -2) if hypotheticals is not None else None
-    _warn_deltas(deltas, predictions - reference_predictions, dtype, delta_tolerance)
+    _warn_deltas(deltas, predictions - reference_predictions, dtype, delta_tolerance, names=names,
+                 max_rule=max_rule)
     if single:
         contributions = contributions[:, 0]
         hypotheticals = hypotheticals[:, 0] if hypotheticals is not None else None
@@ -464,15 +468,18 @@ def attribute(model, X, references, *, target=0, rule: str = "rescale", max_rule
                        predictions, reference_predictions, deltas, rule, max_rule)
 
 
-def _warn_deltas(deltas, change, dtype, tolerance):
+def _warn_deltas(deltas, change, dtype, tolerance, *, names=None, max_rule="exact"):
+    """Warn (ConservationWarning) naming the worst sequences where summation-to-delta is off."""
     if tolerance is None:
         tolerance = 1e-8 if dtype == torch.float64 else 1e-3
     scale = change.abs().clamp(min=1.0)
     bad = (deltas.abs() / scale) > tolerance
     if bool(bad.any()):
         worst = torch.argsort((deltas.abs() / scale).max(dim=1).values, descending=True)[:5].tolist()
-        details = ", ".join(f"#{i} ({float(deltas[i].abs().max()):.3g})" for i in worst)
+        label = (lambda i: names[i]) if names is not None else (lambda i: f"#{i}")
+        details = ", ".join(f"{label(i)} ({float(deltas[i].abs().max()):.3g})" for i in worst)
+        hint = ("The gradient max rule does not sum to delta; use --max-rule exact" if max_rule == "gradient"
+                else "Try --precision float64; if it persists, run `dnalift info` on the model and report it")
         warnings.warn(
-            f"summation-to-delta is off by more than {tolerance:g} (relative) for {int(bad.any(1).sum())} "
-            f"sequence(s); worst: {details}. Try --precision float64; if it persists, report the model",
-            ConservationWarning, stacklevel=3)
+            f"summation-to-delta is off by more than {tolerance:g} (relative) for {int(bad.any(1).sum())} of "
+            f"{len(deltas)} sequence(s); worst: {details}. {hint}", ConservationWarning, stacklevel=3)
