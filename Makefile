@@ -11,6 +11,7 @@ PIP := $(PY) -m pip
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt -e '.[test,workflow]'
+	$(PIP) install -q -c constraints.txt --no-deps bpnet-lite
 	touch $@
 
 install: $(VENV)/.installed
