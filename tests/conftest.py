@@ -1,0 +1,61 @@
+"""Shared fixtures and helpers of the test suite.
+
+- ``random_one_hot(n, length, seed=..., layout=...)``: random one-hot DNA, (n, 4, length) or (n, length, 4).
+- ``frozen(module_class, seed=..., **kwargs)``: a randomly initialised model in eval mode, no gradients.
+- ``device``: every device the machine has (``cpu``, and ``cuda`` where PyTorch sees one), so the tests that take
+  it also run on a GPU when there is one.
+- ``float64``: ``torch.float64``, for the tight summation-to-delta checks.
+
+Helpers are also importable (``from conftest import random_one_hot``): pytest puts this folder on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+TESTS = Path(__file__).parent
+if str(TESTS) not in sys.path:  # toy_models and the reference implementation import as top-level modules
+    sys.path.insert(0, str(TESTS))
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def random_one_hot(n: int, length: int, *, seed: int = 0, layout: str = "NCL",
+                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Random one-hot sequences.
+
+    Returns
+    -------
+    Tensor (n, 4, length) for ``layout="NCL"``, (n, length, 4) for ``"NLC"``
+    """
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, 4, size=(n, length))
+    X = np.eye(4, dtype=np.float64)[idx]  # (n, length, 4)
+    if layout.upper() == "NCL":
+        X = X.transpose(0, 2, 1)
+    return torch.from_numpy(np.ascontiguousarray(X)).to(dtype)
+
+
+def frozen(module_class, *, seed: int = 0, dtype: torch.dtype = torch.float32, **kwargs) -> torch.nn.Module:
+    """``module_class(**kwargs)`` with weights from ``seed``, in eval mode, parameters not requiring grad."""
+    torch.manual_seed(seed)
+    model = module_class(**kwargs).to(dtype).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> str:
+    """Each device of this machine in turn: ``"cpu"``, then ``"cuda"`` where there is one."""
+    return request.param
+
+
+@pytest.fixture
+def float64() -> torch.dtype:
+    return torch.float64
