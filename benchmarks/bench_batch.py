@@ -68,6 +68,7 @@ def measure_size(name, module, loaded, X, R, *, batch, rule, device, repeats) ->
             "dnalift": lambda: common.dnalift_attribute(loaded.model, X, R, rule=rule, device=device,
                                                         batch_size=batch)}
     walls = {label: [] for label in runs}
+    cpus = {label: [] for label in runs}
     peaks = {label: 0 for label in runs}
     for repeat in range(repeats + 1):  # the first is the warm-up
         for label, fn in runs.items():
@@ -75,7 +76,9 @@ def measure_size(name, module, loaded, X, R, *, batch, rule, device, repeats) ->
             peaks[label] = max(peaks[label], measured.get("peak_bytes", 0))
             if repeat:
                 walls[label].append(measured["wall"])
+                cpus[label].append(measured["cpu"])
     out = {label: common.median(values) for label, values in walls.items()}
+    out.update({f"{label}_cpu": common.median(values) for label, values in cpus.items()})
     if device.type == "cuda":
         out["floor_peak_gib"], out["dnalift_peak_gib"] = peaks["floor"] / 2**30, peaks["dnalift"] / 2**30
     return out
@@ -113,7 +116,9 @@ def bench_model(name: str, args, device: torch.device) -> dict:
                 if batch is None:  # dnalift alone, with its automatic batch size
                     run = (lambda: common.dnalift_attribute(loaded.model, X, R, rule=args.rule, device=device))
                     common.timed(run, device)  # warm-up
-                    row["dnalift"] = common.median([common.timed(run, device)["wall"] for _ in range(args.repeats)])
+                    measured = [common.timed(run, device) for _ in range(args.repeats)]
+                    row["dnalift"] = common.median([m["wall"] for m in measured])
+                    row["dnalift_cpu"] = common.median([m["cpu"] for m in measured])
                     row["auto_batch"] = common.dnalift_auto_batch(loaded.model, device=device)
                 else:
                     row.update(measure_size(name, module, loaded, X, R, batch=batch, rule=args.rule, device=device,
@@ -133,7 +138,7 @@ def bench_model(name: str, args, device: torch.device) -> dict:
 
 def table(results: list[dict], *, markdown: bool) -> str:
     header = ["model", "length", "batch", "pairs", "floor pairs/s", "dnalift pairs/s", "dnalift / floor",
-              "working set MiB", "largest tensor MiB"]
+              "floor pairs/CPU s", "dnalift pairs/CPU s", "working set MiB", "largest tensor MiB"]
     cuda = any("dnalift_peak_gib" in row for result in results for row in result["rows"])
     if cuda:
         header += ["floor peak GiB", "dnalift peak GiB"]
@@ -148,7 +153,7 @@ def table(results: list[dict], *, markdown: bool) -> str:
                 "auto" if row["batch"] is None else str(row["batch"]))
             if "skipped" in row:
                 lines.append([result["model"], str(row["length"]), batch, str(row["pairs"]), "-", "-",
-                              row["skipped"], "", ""] + (["", ""] if cuda else []))
+                              row["skipped"], "", "", "", ""] + (["", ""] if cuda else []))
                 continue
             floor = f"{row['pairs'] / row['floor']:,.0f}" if "floor" in row else ""
             ours = f"{row['pairs'] / row['dnalift']:,.0f}"
@@ -157,7 +162,10 @@ def table(results: list[dict], *, markdown: bool) -> str:
                      f"{(row['dnalift'] / row['pairs']) * best:.2f} (best floor)" if best else "")
             sizes = ["", ""] if row["batch"] is None else [f"{row['working_set_mib']:.1f}",
                                                             f"{row['largest_mib']:.1f}"]
-            line = [result["model"], str(row["length"]), batch, str(row["pairs"]), floor, ours, ratio, *sizes]
+            floor_cpu = f"{row['pairs'] / row['floor_cpu']:,.0f}" if "floor_cpu" in row else ""
+            ours_cpu = f"{row['pairs'] / row['dnalift_cpu']:,.0f}"
+            line = [result["model"], str(row["length"]), batch, str(row["pairs"]), floor, ours, ratio, floor_cpu,
+                    ours_cpu, *sizes]
             if cuda:
                 line += [f"{row.get('floor_peak_gib', 0):.2f}" if "floor" in row else "",
                          f"{row.get('dnalift_peak_gib', 0):.2f}" if "dnalift_peak_gib" in row else ""]
@@ -206,7 +214,8 @@ def main(argv=None) -> int:
     print(table(results, markdown=args.markdown))
     print("\nworking set: what autograd saves for the floor's backward in one batch (dnalift keeps about as much "
           "again); largest tensor: the largest single saved activation of a batch. dnalift / floor: time ratio "
-          "at the same batch size (auto: against the best floor).")
+          "at the same batch size (auto: against the best floor). pairs/CPU s: pairs per second of the process's CPU "
+          "time (steadier than wall time on a loaded machine).")
     if args.json:
         args.json.write_text(json.dumps({"machine": info, "argv": sys.argv, "results": results}, indent=1))
     return 0
