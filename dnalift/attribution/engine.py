@@ -173,6 +173,13 @@ class _Runner:
             env[name] = torch.zeros((rows, *sizes), dtype=self.dtype, device=inputs.device)
         return env
 
+    def _shaped(self, step, args, kwargs):
+        """A value that depends on the batch's shape only, floating values in the engine's dtype."""
+        value = step.run(args, kwargs)
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and value.dtype != self.dtype:
+            value = value.to(self.dtype)
+        return value
+
     def _free(self, env: dict, index: int):
         for name in self.plan.released[index]:
             env.pop(name, None)
@@ -193,7 +200,8 @@ class _Runner:
         kept = {name: env[name] for name in self.plan.x_needed if name in env}
         with torch.no_grad():
             for index, step in enumerate(self.plan.steps):
-                value = step.run(resolve(step.args, env), resolve(step.kwargs, env))
+                args, kwargs = resolve(step.args, env), resolve(step.kwargs, env)
+                value = self._shaped(step, args, kwargs) if step.kind == "shape" else step.run(args, kwargs)
                 env[step.node.name] = value
                 if step.node.name in self.plan.x_needed:
                     kept[step.node.name] = value
@@ -207,8 +215,8 @@ class _Runner:
         ctx = RunContext(pairing, self.eps, self.plan.batch_dims, x_env, env)
         for index, step in enumerate(self.plan.steps):
             args, kwargs = resolve(step.args, env), resolve(step.kwargs, env)
-            if step.rule is None:
-                env[step.node.name] = step.fn(*args, **kwargs)
+            if step.kind == "shape":
+                env[step.node.name] = self._shaped(step, args, kwargs)
             else:
                 env[step.node.name] = step.rule.reference(step, args, kwargs, ctx)
             self._free(env, index)
@@ -223,9 +231,9 @@ class _Runner:
         for index, step in enumerate(self.plan.steps):
             with torch.no_grad():
                 args, kwargs = resolve(step.args, ref_env), resolve(step.kwargs, ref_env)
-                value = step.run(args, kwargs)
+                value = self._shaped(step, args, kwargs) if step.kind == "shape" else step.run(args, kwargs)
             ref_env[step.node.name] = value
-            if step.rule is not None:
+            if step.kind != "shape":
                 deltas = [d_env.get(a.name) if isinstance(a, torch.fx.Node) else None for a in step.node.args]
                 d_env[step.node.name] = step.rule.difference(step, args, kwargs, deltas, ctx, value)
             self._free(ref_env, index)

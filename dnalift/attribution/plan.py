@@ -20,7 +20,7 @@ import torch.utils._pytree as pytree
 
 from dnalift.attribution import modes
 from dnalift.attribution.kinds.base import Kind, functional, iter_nodes, op_name
-from dnalift.attribution.kinds.bookkeeping import Gradient, Refused
+from dnalift.attribution.kinds.bookkeeping import Gradient, NoValue, Refused
 from dnalift.attribution.registry import Role, rule_for
 from dnalift.config import MaxRule, Mode
 from dnalift.errors import ModelInputError, UnsupportedOp, UnsupportedOpError
@@ -284,14 +284,15 @@ def _add_step(g: _Graph, node, shaped: set, allow_gradient) -> None:
     fn = functional(node.target)
     entry = rule_for(name)
     is_dependent = any(n.name in g.dependent and _carries_values(n) for n in inputs)
-    if entry is not None and entry.shape_only:
-        is_dependent = False
+    if (entry is not None and entry.shape_only) or not _carries_values(node):
+        is_dependent = False  # sizes, metadata checks, zeros_like: they read no value of the input
     if not is_dependent:
         kind = "shape" if any(n.name in g.dependent or n.name in shaped for n in inputs) else "const"
         if kind == "shape":
             shaped.add(node.name)
         g.batch_dims[node.name] = batch_dim_of(node) if kind == "shape" else None
-        g.steps.append(Step(node, fn, name, kind, None, Role.OTHER, node.args, node.kwargs,
+        rule = entry.kind if entry is not None and isinstance(entry.kind, NoValue) else None
+        g.steps.append(Step(node, fn, name, kind, rule, Role.OTHER, node.args, node.kwargs,
                             g.batch_dims[node.name], source_of(node)))
         return
     g.dependent.add(node.name)

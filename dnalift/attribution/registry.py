@@ -108,6 +108,11 @@ def register_rule(op: str, kind: Kind, *, role: Role = Role.OTHER, moves_values:
     >>> rule = register_rule("my_activation", Nonlinear())
     """
     name = op.removeprefix("aten.").split(".")[0]
+    if not isinstance(kind, Kind):
+        raise TypeError(f"the rule of aten.{name} must be a Kind, not {type(kind).__name__}")
+    if type(kind).difference is Kind.difference and not isinstance(kind, Refused):
+        raise TypeError(f"{type(kind).__name__} has no RevealCancel pass (difference); every rule needs both "
+                        "passes")
     if name in REGISTRY and not replace:
         raise ValueError(f"aten.{name} already has a rule; pass replace=True to replace it")
     rule = OpRule(name, kind, role=role, moves_values=moves_values, shape_only=shape_only, select=select)

@@ -60,6 +60,8 @@ class Target:
         Flat unit index within the output, for ``how="unit"``.
     fn : callable or None
         For ``how="function"``.
+    names : tuple of str
+        For ``how="function"`` on a model with several outputs: their names (the function gets a dict).
     """
 
     label: str
@@ -67,6 +69,7 @@ class Target:
     how: str = "unit"
     index: int | None = None
     fn: Callable | None = None
+    names: tuple = ()
 
     def weights(self, logits: torch.Tensor) -> torch.Tensor | None:
         """The profile weights ``softmax(l)`` of the sequences' own outputs (rows, P), or None."""
@@ -89,7 +92,7 @@ class Target:
         Tensor (rows,)
         """
         if self.how == "function":
-            value = self.fn(outputs[0] if len(outputs) == 1 else outputs)
+            value = self.fn(outputs[0] if len(outputs) == 1 else dict(zip(self.names, outputs)))
             rows = outputs[0].shape[0]
             if not isinstance(value, torch.Tensor) or value.dim() != 1 or value.shape[0] != rows:
                 shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
@@ -113,10 +116,10 @@ def output_table(outputs) -> list[dict]:
         name = o.name or "output"
         units = math.prod(o.shape) if o.shape else 1
         accepts = [r for r, index in roles.items() if index == i]
+        if o.name:
+            accepts.append(o.name if units == 1 else f"{o.name}:0 .. {o.name}:{units - 1}")
         if len(outputs) == 1:
             accepts.append(f"0 .. {units - 1}" if units > 1 else "0")
-        else:
-            accepts.append(o.name if units == 1 else f"{o.name}:0 .. {o.name}:{units - 1}")
         rows.append({"name": name, "shape": o.shape, "units": units, "targets": accepts,
                      "softmax": o.softmax_dim is not None})
     return rows
@@ -135,7 +138,7 @@ def _standard(outputs) -> dict:
 
 
 def _describe(outputs, unit_names) -> str:
-    if len(outputs) == 1:
+    if len(outputs) == 1 and not outputs[0].name:
         units = math.prod(outputs[0].shape) if outputs[0].shape else 1
         if unit_names:
             shown = ", ".join(f"{i}={n}" for i, n in enumerate(unit_names[:10]))
@@ -151,7 +154,8 @@ def _one(spec, outputs, unit_names, where) -> Target:
     if isinstance(spec, Target):
         return spec
     if callable(spec):
-        return Target(label=getattr(spec, "__name__", "function"), how="function", fn=spec)
+        return Target(label=getattr(spec, "__name__", "function"), how="function", fn=spec,
+                      names=tuple(o.name for o in outputs))
     if isinstance(spec, bool) or not isinstance(spec, (int, np.integer, str)):
         raise TargetError(f"target {spec!r} must be an output index, an output name, 'counts', 'profile' or a "
                           "function of the output", argument="target")
@@ -162,10 +166,10 @@ def _one(spec, outputs, unit_names, where) -> Target:
         return Target(text, roles[text], "profile" if text == PROFILE else "sum")
     names = [o.name for o in outputs]
     match = re.fullmatch(r"(.+):(-?\d+)", text)
-    if len(outputs) > 1 and match and match.group(1) in names:
+    if match and match.group(1) in names:
         output = names.index(match.group(1))
         return Target(text, output, "unit", _unit(int(match.group(2)), outputs[output], text, where, listing))
-    if len(outputs) > 1 and text in names:
+    if text and text in names:
         output = names.index(text)
         units = math.prod(outputs[output].shape) if outputs[output].shape else 1
         if units != 1:
@@ -177,7 +181,7 @@ def _one(spec, outputs, unit_names, where) -> Target:
             return Target(text, 0, "unit", _unit(int(text), outputs[0], text, where, listing))
         if unit_names and text in unit_names:
             return Target(text, 0, "unit", list(unit_names).index(text))
-    hint = f"{where}: {listing}" if unit_names or len(outputs) > 1 else \
+    hint = f"{where}: {listing}" if unit_names or outputs[0].name else \
         f"{where} declares no output names, use an index ({listing})"
     raise TargetError(f"target {text!r} is not an output of the model; {hint}", argument="target", value=text)
 
