@@ -189,7 +189,9 @@ def _one(spec, outputs, unit_names, where) -> Target:
 def _unit(index: int, output, text, where, listing) -> int:
     units = math.prod(output.shape) if output.shape else 1
     if not -units <= index < units:
-        raise TargetError(f"target {text} does not exist: {where}: {listing}", argument="target", value=text)
+        which = f"output {output.name} has" if output.name else "it has"
+        raise TargetError(f"target {text} does not exist: {where}: {which} {units} value(s) per sequence "
+                          f"(indices 0 to {units - 1}); {listing}", argument="target", value=text)
     return index % units
 
 
@@ -217,8 +219,17 @@ def resolve_targets(outputs, specs: Sequence | object, *, unit_names=None, where
     targets = []
     for spec in items:
         target = _one(spec, outputs, unit_names, where)
-        key = (target.output, target.how, target.index, target.fn)
-        if any((t.output, t.how, t.index, t.fn) == key for t in targets):
+        if any(_same(t, target, outputs) for t in targets):
             raise TargetError(f"target {target.label} is given twice; give each target once", argument="target")
         targets.append(target)
     return targets
+
+
+def _same(a: Target, b: Target, outputs) -> bool:
+    """Whether two targets compute the same value (the sum of a one-value output is that value)."""
+    def key(t):
+        if t.how == "sum" and math.prod(outputs[t.output].shape or (1,)) == 1:
+            return (t.output, "unit", 0, None)
+        return (t.output, t.how, t.index, t.fn)
+
+    return key(a) == key(b)
