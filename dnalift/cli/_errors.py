@@ -40,7 +40,8 @@ def one_line(text) -> str:
 
 #: library parameter names in messages -> the command line's options
 _CLI_WORDS = ((re.compile(r"\bn_policy='(\w+)'(.*?) or '(\w+)' to"), r"--n-policy \1\2 or --n-policy \3 to"),
-              (re.compile(r"\bn_policy='(\w+)'"), r"--n-policy \1"), (re.compile(r"\bn_policy\b"), "--n-policy"))
+              (re.compile(r"\bn_policy='(\w+)'"), r"--n-policy \1"), (re.compile(r"\bn_policy\b"), "--n-policy"),
+              (re.compile(r"\ballow_gradient=([\w.,]+)"), r"--allow-gradient \1"))
 
 
 def cli_words(message: str) -> str:
