@@ -300,6 +300,13 @@ def resolve_device(device) -> torch.device:
     return device
 
 
+#: the CPU's memory budget for one batch and the most rows in it: past about a thousand rows a batch no longer
+#: gains from amortising per-op overhead and loses to cache misses (benchmarks/README.md, batch sizes)
+CPU_BUDGET = 1 << 30
+CPU_MAX_ROWS = 1024
+CUDA_MAX_ROWS = 16384
+
+
 def auto_batch_size(plan: Plan, *, device: torch.device, dtype: torch.dtype) -> int:
     """Rows (sequence-reference pairs) per batch so that the saved activations fit a memory budget.
 
@@ -319,10 +326,8 @@ def auto_batch_size(plan: Plan, *, device: torch.device, dtype: torch.dtype) -> 
     per_row = max(per_row, 1) * torch.tensor([], dtype=dtype).element_size() * 3
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        budget = free // 4
-    else:
-        budget = 1 << 30
-    return int(max(1, min(8192, budget // per_row)))
+        return int(max(1, min(CUDA_MAX_ROWS, (free // 4) // per_row)))
+    return int(max(1, min(CPU_MAX_ROWS, CPU_BUDGET // per_row)))
 
 
 def _batches(n: int, r: int, rows: int):

@@ -9,7 +9,8 @@ need); where it is 0 at ``j`` the coefficient is 0. The original DeepLIFT code g
 (the gradient), which sums to delta only when the reference is constant in each window.
 
 RevealCancel pass: the rule is a linear map with non-negative coefficients, so each part goes through it as it
-is; with the gradient rule the values stay exact and only the gradients follow the input's argmax.
+is. With the gradient rule the parts of the input's argmax are passed on (coefficient 1), so values, parts and
+multipliers agree; like the rule itself this sums to delta only when the reference is constant in each window.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 
 from dnalift.attribution.kinds.base import Kind
 from dnalift.attribution.pairing import Pairing
-from dnalift.attribution.parts import Split, map_parts
+from dnalift.attribution.parts import map_parts
 
 
 def returns_indices(name: str) -> bool:
@@ -221,26 +222,15 @@ class Max(Kind):
     def difference(self, step, args, kwargs, deltas, ctx, ref_out):
         source = step.node.args[0]
         windows = MaxWindows(step.name, args, kwargs)
-        x_in = ctx.x_env[source.name]
-        _, terms = max_rule_terms(windows, x_in, args[0], ctx.pairing, ctx.dim(source), exact=True)
+        _, terms = max_rule_terms(windows, ctx.x_env[source.name], args[0], ctx.pairing, ctx.dim(source),
+                                  exact=step.max_rule == "exact")
         out_shape = (ref_out[0] if isinstance(ref_out, (tuple, list)) else ref_out).shape
 
-        def route(t, terms):
+        def route(t):
             flat = windows.flat(t)
             return sum(c * flat.gather(1, i) for i, c in terms).reshape(out_shape)
 
-        d = deltas[0]
-        out = map_parts(d, lambda t: route(t, terms))
-        if step.max_rule != "exact":
-            # The original code's rule: values stay exact, gradients go to the input's argmax only.
-            _, grad_terms = max_rule_terms(windows, x_in, args[0], ctx.pairing, ctx.dim(source), exact=False)
-
-            def straight_through(exact, t):
-                g = route(t, grad_terms)
-                return exact.detach() + g - g.detach()
-
-            if isinstance(out, Split):
-                out = Split(straight_through(out.pos, d.pos), straight_through(out.neg, d.neg))
-            else:
-                out = straight_through(out, d)
+        # With the gradient rule the parts (and the gradients) follow the input's argmax alone, as the values
+        # do: exact when the reference is constant in each window, like the rule itself.
+        out = map_parts(deltas[0], route)
         return (out, None) if returns_indices(step.name) else out
