@@ -238,6 +238,7 @@ class _Runner:
                 d_env[step.node.name] = step.rule.difference(step, args, kwargs, deltas, ctx, value)
             self._free(ref_env, index)
             self._free(d_env, index)
+            ctx.release(self.plan.released[index])
         d_out = [total(d_env[name]) for name in self.output_names]
         return difference, d_out, self._outputs(ref_env)
 

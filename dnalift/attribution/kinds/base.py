@@ -84,6 +84,8 @@ class RunContext:
         Values of the references (``n * r`` rows) computed so far, by node name.
     d_env : dict
         RevealCancel pass: differences from reference computed so far, by node name.
+    diffs : dict
+        Forward differences ``x - ref`` computed so far (:meth:`forward_diff`).
     """
 
     pairing: Pairing
@@ -92,13 +94,24 @@ class RunContext:
     x_env: dict
     ref_env: dict
     d_env: dict = dataclasses.field(default_factory=dict)
+    diffs: dict = dataclasses.field(default_factory=dict)
 
     def dim(self, node) -> int | None:
         return self.batch_dims.get(node.name) if isinstance(node, torch.fx.Node) else None
 
     def forward_diff(self, node: torch.fx.Node) -> torch.Tensor:
-        """``x - ref`` of a node's value (reference rows), from the two forward passes."""
-        return self.pairing.diff(self.x_env[node.name], self.ref_env[node.name], self.dim(node))
+        """``x - ref`` of a node's value (reference rows), from the two forward passes (computed once per node;
+        read-only)."""
+        value = self.diffs.get(node.name)
+        if value is None:
+            value = self.pairing.diff(self.x_env[node.name], self.ref_env[node.name], self.dim(node))
+            self.diffs[node.name] = value
+        return value
+
+    def release(self, names) -> None:
+        """Forget the forward differences of nodes no later step reads."""
+        for name in names:
+            self.diffs.pop(name, None)
 
     def split_by_forward_sign(self, d, node) -> Split:
         """``d`` as parts, split by the sign of the node's forward difference (an exact 0 half to each part).

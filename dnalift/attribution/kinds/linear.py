@@ -150,7 +150,7 @@ class Dropout(Identity):
 # --------------------------------------------------------------------------------------------- weighted
 @dataclasses.dataclass(frozen=True)
 class WeightedSpec:
-    """How a weighted op is called with another weight and no bias.
+    """How a weighted op is called with another weight and no bias, and how its transpose is applied.
 
     Attributes
     ----------
@@ -161,40 +161,66 @@ class WeightedSpec:
         first; :meth:`Weighted.operands` finds the other case).
     input_arg : int
         Position of the input-dependent argument.
-    stack : callable or None
-        ``stack(args) -> (weight dim, output dim)`` along which two weights can be stacked into one call, or
-        None when they cannot.
-    bias_args : tuple of int
-        Positions that are bias terms (they must not depend on the input).
+    transpose : callable or None
+        ``transpose(step, args, w)`` gives ``g, shape -> `` the gradient of ``apply`` with respect to an input
+        of ``shape`` for the output gradient ``g``, without running the op forward; it (or the function) is
+        None where autograd must do it.
+    swappable : bool
+        Either operand may be the input-dependent one (``mm``/``matmul``/``bmm``).
     """
 
     apply: Callable
     weight_arg: int
     input_arg: int = 0
-    stack: Callable | None = None
-    bias_args: tuple = ()
+    transpose: Callable | None = None
     swappable: bool = False
 
 
-def _conv_stack(args):
-    groups = args[6] if len(args) > 6 else 1
-    return (0, 1) if groups == 1 else None
+def _conv_input_grad(w, stride, padding, dilation, groups):
+    """``g -> d(conv)/d(input)`` for a convolution with these settings, or None for string padding."""
+    if isinstance(padding, str):
+        return None  # "same"/"valid": autograd works it out
+    grad = torch.nn.grad.conv1d_input if w.dim() == 3 else torch.nn.grad.conv2d_input
+    return lambda g, shape: grad(shape, w, g, stride, padding, dilation, groups)
 
 
-def _convolution_stack(args):
-    transposed, groups = args[6], args[8]
-    return (0, 1) if not transposed and groups == 1 else None
+def _conv_transpose(step, args, w):
+    given = list(args[3:])
+    rest = given + [1, 0, 1, 1][len(given):]  # stride, padding, dilation, groups
+    return _conv_input_grad(w, *rest[:4])
+
+
+def _convolution_transpose(step, args, w):
+    stride, padding, dilation, transposed, _, groups = args[3:9]
+    return None if transposed else _conv_input_grad(w, stride, padding, dilation, groups)
 
 
 CONV = WeightedSpec(apply=lambda step, args, t, w: step.fn(t, w, None, *args[3:]), weight_arg=1,
-                    stack=_conv_stack, bias_args=(2,))
+                    transpose=_conv_transpose)
 CONVOLUTION = WeightedSpec(apply=lambda step, args, t, w: step.fn(t, w, None, *args[3:]), weight_arg=1,
-                           stack=_convolution_stack, bias_args=(2,))
-LINEAR = WeightedSpec(apply=lambda step, args, t, w: F.linear(t, w), weight_arg=1, stack=lambda args: (0, -1),
-                      bias_args=(2,))
+                           transpose=_convolution_transpose)
+LINEAR = WeightedSpec(apply=lambda step, args, t, w: F.linear(t, w), weight_arg=1,
+                      transpose=lambda step, args, w: lambda g, shape: g @ w)
 ADDMM = WeightedSpec(apply=lambda step, args, t, w: torch.mm(t, w), weight_arg=2, input_arg=1,
-                     stack=lambda args: (1, -1), bias_args=(0,))
+                     transpose=lambda step, args, w: lambda g, shape: g @ w.T)
 MATMUL = WeightedSpec(apply=lambda step, args, t, w: step.fn(t, w), weight_arg=1, swappable=True)
+
+
+class KnownValue(torch.autograd.Function):
+    """A linear map of a difference whose value is already known from the two forward passes.
+
+    Forward returns ``value`` (the output's ``x - ref``, exact); backward applies the map's transpose. The
+    difference itself is never pushed through the op, which saves one op per weighted layer.
+    """
+
+    @staticmethod
+    def forward(ctx, d, value, transpose, shape):
+        ctx.transpose, ctx.shape = transpose, shape
+        return value
+
+    @staticmethod
+    def backward(ctx, grad):
+        return ctx.transpose(grad.contiguous(), ctx.shape), None, None, None
 
 
 class Weighted(Linear):
@@ -218,6 +244,9 @@ class Weighted(Linear):
     def x_inputs(self, step) -> bool:
         return step.needs_split
 
+    def x_output(self, step) -> bool:
+        return True
+
     def label_for(self, step) -> str:
         return "linear (positive/negative parts)" if step.needs_split else self.label
 
@@ -229,21 +258,25 @@ class Weighted(Linear):
         return (step.node.args[spec.input_arg], deltas[spec.input_arg], args[spec.weight_arg],
                 lambda t, w: spec.apply(step, args, t, w))
 
+    def _total(self, d, op, weight, step, args, ctx):
+        """``W d``, its value taken from the forward passes where the transpose is known."""
+        transpose = self.spec.transpose(step, args, weight) if self.spec.transpose is not None else None
+        if transpose is None or step.name in ("mm", "matmul", "bmm"):
+            return op(d, weight)
+        return KnownValue.apply(d, ctx.forward_diff(step.node), transpose, d.shape)
+
     def difference(self, step, args, kwargs, deltas, ctx, ref_out):
         node, d, weight, op = self.operands(step, args, deltas)
+        d = total(d)
+        whole = self._total(d, op, weight, step, args, ctx)
         if not step.needs_split:
-            return op(total(d), weight)
-        parts = ctx.split_by_forward_sign(total(d), node)
-        weight_pos, weight_neg = weight.clamp(min=0), weight.clamp(max=0)
-        # dy+ = W+ p + W- q and dy- = W- p + W+ q with p, q the parts: = |W| p + W- d and W+ d - |W| p
-        shared = op(parts.pos, weight_pos - weight_neg)
-        stack = self.spec.stack(args) if self.spec.stack is not None and not self.spec.swappable else None
-        if stack is None:
-            on_neg, on_pos = op(parts.total(), weight_neg), op(parts.total(), weight_pos)
-        else:  # one call with the two weights stacked along the outputs
-            weight_dim, out_dim = stack
-            on_neg, on_pos = op(parts.total(), torch.cat([weight_neg, weight_pos], weight_dim)).chunk(2, out_dim)
-        return Split(shared + on_neg, on_pos - shared)
+            return whole
+        # dy+- = (W d +- |W| (s * d)) / 2 with s the sign of the input's forward difference (0 where it is 0):
+        # where s = 1 this is W+ d and W- d, where s = -1 W- d and W+ d, where s = 0 half of W d to each part.
+        sign = torch.sign(ctx.forward_diff(node))
+        spread = op(sign * d, weight.abs()) * 0.5
+        half = whole * 0.5
+        return Split(half + spread, half - spread)
 
 
 # --------------------------------------------------------------------------------------- combinations

@@ -60,19 +60,24 @@ def derivative(step_name: str, fn, t: torch.Tensor, rest: tuple, kwargs: dict) -
     return grad
 
 
-def rescale_multiplier(step_name, fn, rest, kwargs, *, dx, dy, ref_in, eps) -> torch.Tensor:
+def rescale_multiplier(step_name, fn, rest, kwargs, *, dx, dy, ref_in, eps, inplace=False) -> torch.Tensor:
     """The Rescale multiplier ``dy / dx``; the derivative at the reference where ``|dx| < eps``.
 
     Parameters
     ----------
     dx, dy : Tensor
-        Differences from reference of the op's input and output, shape of the reference values (``dy`` is
-        overwritten).
+        Differences from reference of the op's input and output, shape of the reference values.
     ref_in : Tensor
         The op's input on the references.
+    inplace : bool
+        Overwrite ``dx`` and ``dy`` (fresh temporaries) instead of allocating.
     """
-    m = dy.div_(dx) if not dy.requires_grad else dy / dx
-    small = dx.abs_() < eps
+    if inplace and not dy.requires_grad:
+        m = dy.div_(dx)
+        small = dx.abs_() < eps
+    else:
+        m = dy / dx
+        small = dx.abs() < eps
     replace_where(m, small, lambda rows: derivative(step_name, fn, ref_in[rows], rest, kwargs))
     return m
 
@@ -84,7 +89,7 @@ class RescaleFunction(torch.autograd.Function):
     def forward(ctx, ref_in, x_in, x_out, step_name, fn, rest, kwargs, pairing, dim, eps):
         ref_out = fn(ref_in, *rest, **kwargs)
         m = rescale_multiplier(step_name, fn, rest, kwargs, dx=pairing.diff(x_in, ref_in, dim),
-                               dy=pairing.diff(x_out, ref_out, dim), ref_in=ref_in, eps=eps)
+                               dy=pairing.diff(x_out, ref_out, dim), ref_in=ref_in, eps=eps, inplace=True)
         ctx.save_for_backward(m)
         return ref_out
 
@@ -92,6 +97,20 @@ class RescaleFunction(torch.autograd.Function):
     def backward(ctx, grad):
         (m,) = ctx.saved_tensors
         return (grad * m,) + (None,) * 9
+
+
+class KnownParts(torch.autograd.Function):
+    """``(pos * m+, neg * m-)`` whose values ``(dy+, dy-)`` are already known: backward multiplies by m+-."""
+
+    @staticmethod
+    def forward(ctx, pos, neg, m_pos, m_neg, dy_pos, dy_neg):
+        ctx.save_for_backward(m_pos, m_neg)
+        return dy_pos, dy_neg
+
+    @staticmethod
+    def backward(ctx, g_pos, g_neg):
+        m_pos, m_neg = ctx.saved_tensors
+        return g_pos * m_pos, g_neg * m_neg, None, None, None, None
 
 
 def revealcancel_multipliers(step_name, fn, rest, kwargs, *, pos, neg, ref_in, dy, eps):
@@ -105,14 +124,19 @@ def revealcancel_multipliers(step_name, fn, rest, kwargs, *, pos, neg, ref_in, d
         The input on the references.
     dy : Tensor
         The output's difference ``f(x) - f(x0)``.
+
+    Returns
+    -------
+    m_pos, m_neg, dy_pos, dy_neg : Tensor
+        The multipliers and the parts of the output's difference.
     """
     at_pos = ref_in + pos
     at_neg = ref_in + neg
     # dy+ = (f(x0+dx+) - f(x0))/2 + (f(x0+dx+ +dx-) - f(x0+dx-))/2 = (f(x0+dx+) - f(x0+dx-) + dy)/2
     dy_pos = (fn(at_pos, *rest, **kwargs) - fn(at_neg, *rest, **kwargs)).add_(dy).mul_(0.5)
     dy_neg = dy - dy_pos
-    m_pos = dy_pos.div_(pos)
-    m_neg = dy_neg.div_(neg)
+    m_pos = dy_pos / pos
+    m_neg = dy_neg / neg
     small_pos = pos < eps
     small_neg = neg > -eps
     # The limit of dy+/dx+ as dx+ -> 0 is (f'(x0) + f'(x0 + dx-)) / 2, and symmetrically; computed only on the
@@ -123,7 +147,7 @@ def revealcancel_multipliers(step_name, fn, rest, kwargs, *, pos, neg, ref_in, d
     if bool(small_neg.any()):
         replace_where(m_neg, small_neg, lambda rows: derivative(step_name, fn, at_pos[rows], rest, kwargs).add_(
             derivative(step_name, fn, ref_in[rows], rest, kwargs)).mul_(0.5))
-    return m_pos, m_neg
+    return m_pos, m_neg, dy_pos, dy_neg
 
 
 class Nonlinear(Kind):
@@ -152,9 +176,8 @@ class Nonlinear(Kind):
 
     def difference(self, step, args, kwargs, deltas, ctx, ref_out):
         source = step.node.args[0]
-        dim = ctx.dim(source)
         ref_in, rest = args[0], tuple(args[1:])
-        dy = ctx.pairing.diff(ctx.x_env[step.node.name], ref_out, dim)
+        dy = ctx.forward_diff(step.node)
         d = deltas[0]
         if step.mode != "revealcancel":
             m = rescale_multiplier(step.name, step.fn, rest, kwargs, dx=ctx.forward_diff(source), dy=dy,
@@ -163,6 +186,7 @@ class Nonlinear(Kind):
                 return Split(d.pos * m, d.neg * m)
             return d * m
         parts = ctx.split_by_forward_sign(d, source)
-        m_pos, m_neg = revealcancel_multipliers(step.name, step.fn, rest, kwargs, pos=parts.pos.detach(),
-                                                neg=parts.neg.detach(), ref_in=ref_in, dy=dy, eps=ctx.eps)
-        return Split(parts.pos * m_pos, parts.neg * m_neg)
+        m_pos, m_neg, dy_pos, dy_neg = revealcancel_multipliers(
+            step.name, step.fn, rest, kwargs, pos=parts.pos.detach(), neg=parts.neg.detach(), ref_in=ref_in,
+            dy=dy, eps=ctx.eps)
+        return Split(*KnownParts.apply(parts.pos, parts.neg, m_pos, m_neg, dy_pos, dy_neg))
