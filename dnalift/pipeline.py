@@ -1,10 +1,11 @@
 """The scoring pipeline: sequences + model -> streamed HDF5 result files.
 
-:func:`score` is what ``dnalift score`` (and the Snakemake workflow) runs. It composes the pieces::
+:func:`score` is what ``dnalift score`` (and the Snakemake workflow, through it) runs, for one validated
+:class:`~dnalift.config.ScoreConfig`. It composes the pieces::
 
     open_fasta / open_regions  ->  chunk of one-hot X (b, 4, L)      (lazy: only names live in memory)
     load_model (+ normalize_first_layer)                              (once)
-    references for the chunk  ->  R (b, r, 4, L)                      (dinucleotide shuffles seeded per name)
+    make_references            ->  R (b, r, 4, L)                     (dinucleotide shuffles seeded per name)
     attribute(model, X, R, target=[...])                              (the engine)
     ResultWriter.write(...)                                           (one file per target)
 
@@ -13,8 +14,8 @@ scores) and by the engine's batch, never by the number of sequences.
 
 Output files
     One target: ``output`` itself. Several targets: one file per target, ``OUT.<target>.h5`` where ``OUT``
-    is ``output`` without its ``.h5`` suffix and ``<target>`` the target as given (index or output name),
-    e.g. ``scores.h5`` with ``--target 0 --target 2`` gives ``scores.0.h5`` and ``scores.2.h5``.
+    is ``output`` without its ``.h5`` suffix and ``<target>`` the target's label, e.g. ``scores.h5`` with
+    targets 0 and 2 gives ``scores.0.h5`` and ``scores.2.h5``. An output may never be an input file.
 
 Reproducibility
     Dinucleotide shuffles are seeded by ``(seed, sequence name)``, so a sequence gets the same references
@@ -22,13 +23,14 @@ Reproducibility
     as one uninterrupted run (on the same device and precision).
 
 Failures
-    Rows are written to ``.OUT.h5.partial.h5`` and renamed to ``OUT.h5`` only when every row is written, so
-    the final name never holds an unfinished file. When the run stops on a data error
-    (:class:`~dnalift.errors.DnaliftError`: a bad sequence, model, option) the partial files of this run are
-    deleted: the input must change, so nothing in them could be resumed. When the run is interrupted
-    (Ctrl-C, SIGTERM, out of memory, disk full, any error that is not about the data) the partial files
-    that hold at least one complete chunk are kept, and ``resume=True`` (``--resume``) with the same options
-    finishes them without recomputing the complete chunks.
+    A lock on the output name (:class:`~dnalift.io.store.lock.OutputLock`) keeps a second run with the same
+    output from starting. Rows are written to ``.OUT.h5.partial.h5`` and renamed to ``OUT.h5`` only when
+    every row is written. When the run stops on a data error (:class:`~dnalift.errors.DnaliftError`: a bad
+    sequence, model, option) the partial files of this run are deleted: the input must change, so nothing in
+    them could be resumed. When the run is interrupted (Ctrl-C, SIGTERM, out of memory, a full disk, any
+    error that is not about the data) the partial files that hold at least one complete chunk are kept, and
+    ``resume=True`` with the same options and inputs finishes them without recomputing the complete chunks;
+    the inputs are compared by content (``input_sha256``, ``model_sha256``, ``reference_sha256``), not by path.
 """
 
 from __future__ import annotations
@@ -45,20 +47,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from dnalift.errors import (DnaliftError, ModelInputError, OutputExistsError,
-                            ReferenceInputError, RegionError, StoreError, TargetError)
+from dnalift.config import ControlInputs, Layout, ScoreConfig
+from dnalift.errors import (DiskFullError, DnaliftError, ModelInputError, OptionError, OutputWriteError,
+                            RegionError, SequenceError, TargetError)
 
-__all__ = ["score", "ScoreSummary", "REFERENCE_METHODS", "RULES", "output_paths",
-           "resolve_targets"]
+__all__ = ["score", "ScoreConfig", "ScoreSummary", "output_paths", "resolve_targets"]
 
 log = logging.getLogger(__name__)
-
-REFERENCE_METHODS = ("dinuc", "gc", "uniform", "zeros")
-RULES = ("rescale", "revealcancel", "genomics")
-MAX_RULES = ("exact", "gradient")
-PRECISIONS = ("float32", "float64")
-N_POLICIES = ("zero", "skip", "error")
-CENTERS = ("mid", "summit")
 
 #: sequences per chunk when the result file's chunk is larger (bounds the references' memory)
 MAX_CHUNK = 1024
@@ -75,7 +70,7 @@ class ScoreSummary:
     outputs : list of Path
         The result files, one per target.
     targets : list of str
-        The targets as given (index or output name), in the order of ``outputs``.
+        The targets' labels, in the order of ``outputs``.
     n_sequences : int
         Rows in each result file (the shard's rows for a shard).
     n_scored : int
@@ -84,7 +79,7 @@ class ScoreSummary:
         Rows kept from the partial file of an interrupted run.
     n_skipped : int
         Sequences or regions of the input left out (letters other than ACGT with ``n_policy="skip"``,
-        windows off their chromosome).
+        windows not on the genome).
     seconds : float
         Wall time of the run.
     max_abs_delta : float
@@ -127,7 +122,7 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-# ---------------------------------------------------------------------------------------------- options
+# ------------------------------------------------------------------------------------------ outputs, targets
 
 
 def output_paths(output: str | os.PathLike, labels: Sequence[str]) -> list[Path]:
@@ -136,8 +131,8 @@ def output_paths(output: str | os.PathLike, labels: Sequence[str]) -> list[Path]
     if len(labels) == 1:
         return [output]
     name = output.name
-    stem, suffix = (name[: -len(s)], s) if (s := next((x for x in (".h5", ".hdf5") if name.lower().endswith(x)),
-                                                       "")) else (name, ".h5")
+    suffix = next((x for x in (".h5", ".hdf5") if name.lower().endswith(x)), "")
+    stem, suffix = (name[: -len(suffix)], suffix) if suffix else (name, ".h5")
     safe = [re.sub(r"[^A-Za-z0-9_.+-]", "_", str(label)) for label in labels]
     if len(set(safe)) != len(safe):
         safe = [f"{i}_{s}" for i, s in enumerate(safe)]
@@ -157,7 +152,7 @@ def resolve_targets(model, targets: Sequence) -> list[tuple[int, str]]:
     Raises
     ------
     TargetError
-        A target that is not an output of the model, or a target given twice.
+        A target that is not an output of the model, or a target given twice (``argument="targets"``).
     """
     n_out = int(model.n_outputs)
     names = list(model.output_names or ())
@@ -166,10 +161,10 @@ def resolve_targets(model, targets: Sequence) -> list[tuple[int, str]]:
             " ..." if len(names) > 10 else "")
     else:
         listing = f"indices 0 to {n_out - 1}" if n_out > 1 else "index 0"
-    where = model.name
+    info = f"`dnalift info {model.path or 'MODEL'}` lists them"
     out: list[tuple[int, str]] = []
     if not targets:
-        raise TargetError("no target given; pass --target INDEX (or an output name)")
+        raise TargetError("no target given; give target=INDEX (or an output name)", argument="targets")
     for spec in targets:
         text = str(spec).strip()
         if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
@@ -180,220 +175,144 @@ def resolve_targets(model, targets: Sequence) -> list[tuple[int, str]]:
             index = names.index(text)
         else:
             hint = listing if names else f"the model declares no output names, use an index ({listing})"
-            raise TargetError(f"--target {text!r} is not an output of {where}: {hint}; `dnalift info "
-                              f"{model.path or 'MODEL'}` lists them")
+            raise TargetError(f"target={text!r} is not an output of {model.name}: {hint}; {info}",
+                              argument="targets", value=text)
         if not -n_out <= index < n_out:
-            raise TargetError(f"--target {text} does not exist: {where} has {n_out} output(s) per sequence "
-                              f"({listing}); `dnalift info {model.path or 'MODEL'}` lists them")
+            raise TargetError(f"target={text} does not exist: {model.name} has {n_out} output(s) per sequence "
+                              f"({listing}); {info}", argument="targets", value=text)
         index %= n_out
         if any(i == index for i, _ in out):
-            raise TargetError(f"--target {text} is given twice (output {index}); give each target once")
+            raise TargetError(f"target={text} is given twice (output {index}); give each target once",
+                              argument="targets", value=text)
         out.append((index, text))
     return out
 
 
-# ------------------------------------------------------------------------------------------- references
+# ----------------------------------------------------------------------------------------------- inputs
 
 
-class _References:
-    """Builds the references of a chunk of sequences."""
+def _check_argument_order(config: ScoreConfig) -> None:
+    """A model file given as the sequences and a FASTA as the model: say so, instead of a decoding error."""
+    from dnalift.io.fasta import sniff
 
-    def __init__(self, reference: str, *, n_refs: int, seed: int, length: int):
-        self.reference = str(reference)
-        self.seed = int(seed)
-        self.length = int(length)
-        self.shared = None
-        self.per_sequence = False
-        self._fasta = None
-        if self.reference == "dinuc":
-            if int(n_refs) < 1:
-                raise ReferenceInputError(f"--n-refs must be at least 1, got {n_refs}")
-            self.n_refs = int(n_refs)
-            self.label = "dinucleotide_shuffle"
-        elif self.reference in ("gc", "uniform", "zeros"):
-            self.n_refs = 1
-            self.label = {"gc": "expected_frequency_gc", "uniform": "expected_frequency_uniform",
-                          "zeros": "zeros"}[self.reference]
-            if int(n_refs) != 20:
-                log.info("--reference %s gives one reference per sequence; --n-refs %s is not used",
-                         self.reference, n_refs)
-        else:
-            path = Path(self.reference)
-            if not path.is_file():
-                raise ReferenceInputError(f"--reference {self.reference!r} is neither a method "
-                                          f"({', '.join(REFERENCE_METHODS)}) nor an existing FASTA file")
-            self.label = f"file:{self.reference}"
-            self.n_refs = None  # known once read
+    sequences = config.fasta if config.fasta is not None else config.genome
+    try:
+        model_kind = sniff(config.model) if config.model.is_file() else None
+        seq_kind = sniff(sequences) if sequences is not None and sequences.is_file() else None
+    except OSError:
+        return
+    if model_kind in ("fasta", "bgzip") and seq_kind == "binary":
+        which = "fasta" if config.fasta is not None else "genome"
+        raise OptionError(f"the arguments look swapped: {config.model} is a FASTA file and {sequences} is not; give "
+                          f"the model first, then the {which} (model={sequences}, {which}={config.model})",
+                          argument="model", path=str(config.model))
 
-    def setup(self, first_name: str | None) -> None:
-        """Open a references FASTA: records ``NAME/0 .. NAME/{r-1}`` per sequence when the first sequence has
-        them, otherwise every record is one reference shared by all sequences (read once)."""
-        if not self.label.startswith("file:"):
-            return
-        from dnalift.encoding import one_hot_encode
-        from dnalift.io.fasta import open_indexed_fasta
 
-        self._fasta = open_indexed_fasta(self.reference)
-        keys = list(self._fasta.keys())
-        prefix = f"{first_name}/"
-        mine = sorted(int(k[len(prefix):]) for k in keys if k.startswith(prefix) and k[len(prefix):].isdigit())
-        self.per_sequence = bool(mine)
-        if self.per_sequence:
-            self.n_refs = len(mine)
-            if mine != list(range(self.n_refs)):
-                raise ReferenceInputError(f"{self.reference}: the references of {first_name!r} are numbered {mine}; "
-                                          f"number them {first_name}/0 to {first_name}/{self.n_refs - 1}")
-            log.info("%s: %d references per sequence (records NAME/0 ... NAME/%d)", self.reference, self.n_refs,
-                     self.n_refs - 1)
-        else:
-            for k in keys:
-                self._check_length(k)
-            self.shared = one_hot_encode([self._fasta[k][:] for k in keys], names=keys)
-            self.n_refs = len(keys)
-            log.info("%s: %d references shared by every sequence", self.reference, self.n_refs)
+def _check_device(device: str) -> None:
+    import torch
 
-    def _check_length(self, key: str) -> None:
-        size = len(self._fasta[key])
-        if size != self.length:
-            raise ReferenceInputError(f"{self.reference}: reference {key!r} has length {size} but the sequences have "
-                                      f"length {self.length}; make every reference as long as the sequences")
+    if not device.startswith("cuda"):
+        return
+    if not torch.cuda.is_available():
+        raise OptionError(f"device={device!r} was asked for but PyTorch sees no CUDA device here; use device='cpu' "
+                          f"(or 'auto')", argument="device", value=device)
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if index >= torch.cuda.device_count():
+        raise OptionError(f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                          f"cuda:0 to cuda:{torch.cuda.device_count() - 1}", argument="device", value=device)
 
-    def close(self) -> None:
-        fasta = getattr(self, "_fasta", None)
-        if fasta is not None:
-            fasta.close()
-            self._fasta = None
 
-    def __call__(self, X: np.ndarray, names: Sequence[str]) -> np.ndarray:
-        """References for one-hot ``X`` (b, 4, L): (b, r, 4, L), or (r, 4, L) shared."""
-        from dnalift import references as refs
-        from dnalift.encoding import one_hot_encode
+def _load(config: ScoreConfig, input_length: int | None):
+    from dnalift.models import load_model
 
-        if self.reference == "dinuc":
-            return refs.dinucleotide_shuffle(X, n=self.n_refs, seed=self.seed, names=list(names))
-        if self.reference in ("gc", "uniform"):
-            return refs.expected_frequency_references(X, method=self.reference)
-        if self.reference == "zeros":
-            return refs.zero_references(X)
-        if not self.per_sequence:
-            return self.shared
-        out = np.empty((len(names), self.n_refs, 4, self.length), dtype=np.int8)
-        for i, name in enumerate(names):
-            keys = [f"{name}/{k}" for k in range(self.n_refs)]
-            for key in keys:
-                if key not in self._fasta:
-                    raise ReferenceInputError(
-                        f"{self.reference}: no reference record {key!r}; give every sequence {self.n_refs} "
-                        f"references named NAME/0 ... NAME/{self.n_refs - 1} (as the first sequence has)")
-                self._check_length(key)
-            out[i] = one_hot_encode([self._fasta[k][:] for k in keys], names=keys)
-        return out
+    options = {"arch": config.arch, "arch_kwargs": config.arch_kwargs, "trust": config.trust_model}
+    if config.layout != Layout.AUTO:
+        options["layout"] = str(config.layout)
+    return load_model(config.model, input_length=input_length, **options)
+
+
+def _open_inputs(config: ScoreConfig):
+    """The sequence source and the model, loaded once (for regions without ``width`` the model gives it)."""
+    from dnalift.io.fasta import open_fasta
+    from dnalift.io.regions import open_regions
+
+    model = None
+    if config.fasta is not None:
+        source = open_fasta(config.fasta, width=config.width, n_policy=config.n_policy)
+    else:
+        width = config.width
+        if width is None:
+            model = _load(config, None)
+            width = model.input_length
+            if width is None:
+                raise RegionError(f"{config.regions}: give the window width with width= (the model does not "
+                                  f"record its input length)", argument="width")
+            log.info("using the model's input length %d as the window width", width)
+        source = open_regions(config.regions, config.genome, width=width, center=config.center,
+                              off_genome=config.off_genome, n_policy=config.n_policy)
+    try:
+        log.info("%s: %d sequences of length %d%s", source.path, len(source), source.length,
+                 f" ({len(source.skipped)} skipped)" if source.skipped else "")
+        if model is None:
+            model = _load(config, source.length)
+        from dnalift.models import check_input
+
+        check_input(model, (4, source.length))
+        if config.normalize:
+            from dnalift.normalize import normalize_first_layer
+
+            model = normalize_first_layer(model)
+    except BaseException:
+        source.close()
+        raise
+    return source, model
+
+
+def _scan(source) -> str:
+    """The input's fingerprint; refuses a character that is no nucleotide letter; warns about U and N."""
+    scan = source.scan()
+    n = len(source)
+    if scan.invalid is not None:
+        name, position, char = scan.invalid
+        raise SequenceError(f"{source.path}: sequence {name!r} has {char!r} at position {position} (0-based), which "
+                            f"is not a nucleotide letter; sequences may hold only A, C, G, T (any case) and IUPAC "
+                            f"codes such as N", argument="fasta", name=name, position=position)
+    for names, what in ((scan.with_u, "contain U (uracil: RNA?), which is scored as an all-zero column like N; "
+                                      "convert U to T first if they are RNA"),
+                        (scan.mostly_n, "are mostly N (more than half their letters are not A, C, G or T): their "
+                                        "scores say little; n_policy='skip' leaves out sequences with any N")):
+        if names:
+            shown = ", ".join(repr(x) for x in names[:3]) + (" ..." if len(names) > 3 else "")
+            log.warning("%s: %d of %d sequences %s (%s)", source.path, len(names), n, what, shown)
+    return scan.sha256
 
 
 # ------------------------------------------------------------------------------------------------ score
 
 
-def _check_output_dir(path: Path) -> None:
-    """Fail early when ``path`` cannot be written: its nearest existing ancestor must be a writable directory
-    (missing directories are made by the writer, only once there is something to write)."""
-    parent = path.parent if str(path.parent) else Path(".")
-    probe = parent
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
-    if probe.exists() and not probe.is_dir():
-        raise StoreError(f"cannot write {path}: {probe} is a file, not a directory; choose another output path")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise StoreError(f"cannot write {path}: no permission to write in {probe}; choose an output directory "
-                         f"you can write to")
+@dataclasses.dataclass
+class _Run:
+    """What the chunk loop needs, set up once."""
+
+    config: ScoreConfig
+    source: object
+    model: object
+    references: object
+    targets: list
+    paths: list
+    row_start: int
+    n_rows: int
+    writers: list = dataclasses.field(default_factory=list)
+    fresh: list = dataclasses.field(default_factory=list)
 
 
-def _open_source(fasta, regions, genome, *, width, center, n_policy, model_length):
-    from dnalift.io.fasta import open_fasta, open_regions
-
-    if (fasta is None) == (regions is None):
-        raise ValueError("give exactly one of fasta and regions")
-    if fasta is not None:
-        return open_fasta(fasta, width=width, n_policy=n_policy)
-    if genome is None:
-        raise RegionError("regions need a genome FASTA (--genome genome.fa) to read the sequences from")
-    if width is None:
-        width = model_length
-        if width is None:
-            raise RegionError(f"{regions}: give the window width with --width (the model does not record its "
-                              f"input length)")
-        log.info("using the model's input length %d as the window width", width)
-    return open_regions(regions, genome, width=width, center=center, n_policy=n_policy)
-
-
-def _model_length_hint(model_path, *, arch, arch_kwargs, trust) -> int | None:
-    """The input length a model file records, for regions without --width (None when it records none)."""
-    from dnalift.models import load_model
-
-    try:
-        return load_model(model_path, arch=arch, arch_kwargs=arch_kwargs, trust=trust).input_length
-    except ModelInputError:
-        return None
-
-
-def score(model_path, *, fasta=None, regions=None, genome=None, output, width: int | None = None,
-          center: str = "mid", reference: str = "dinuc", n_refs: int = 20, seed: int = 0, rule: str = "rescale",
-          max_rule: str = "exact", targets: Sequence = (0,), batch_size: int | None = None, device: str = "auto",
-          precision: str = "float32", normalize: bool = True, n_policy: str = "zero", rc_average: bool = False,
-          shard: str | None = None, resume: bool = False, force: bool = False, arch: str | None = None,
-          arch_kwargs=None, trust_model: bool = False, allow_gradient: Sequence[str] = (),
-          chunk_size: int | None = None, command_line: str = "",
-          progress: Callable[[int, int], None] | None = None) -> ScoreSummary:
+def score(config: ScoreConfig, *, progress: Callable[[int, int], None] | None = None) -> ScoreSummary:
     """Score every sequence of a FASTA file (or every region of a BED file) and stream the results to HDF5.
 
     Parameters
     ----------
-    model_path : str or path-like
-        Model file (``.pt2``, TorchScript, state_dict with ``arch``, pickle with ``trust_model``).
-    fasta : path, optional
-        Sequences; all of one length unless ``width`` is given (then centre-cropped or N-padded).
-    regions, genome : path, optional
-        BED/narrowPeak regions and the genome FASTA they are on (instead of ``fasta``). Windows of ``width``
-        (default: the model's input length) centred by ``center``; minus-strand windows are reverse
-        complemented.
-    output : path
-        The result file (several targets: ``OUT.<target>.h5``, see :func:`output_paths`).
-    width : int, optional
-    center : {"mid", "summit"}
-    reference : {"dinuc", "gc", "uniform", "zeros"} or path
-        Dinucleotide shuffles (``n_refs`` per sequence, seeded per sequence name), an expected-frequency
-        column (the sequence's GC content, or 0.25 each), all zeros, or a FASTA of references (records
-        ``NAME/0 .. NAME/{r-1}`` per sequence, or any records shared by all sequences).
-    n_refs, seed : int
-    rule : {"rescale", "revealcancel", "genomics"}
-    max_rule : {"exact", "gradient"}
-    targets : sequence of int or str
-        Output indices or names (:func:`resolve_targets`); all are scored in one pass.
-    batch_size : int, optional
-        Sequence-reference pairs per engine batch (default: from a memory budget).
-    device : {"auto", "cpu", "cuda", "cuda:i"}
-    precision : {"float32", "float64"}
-        The engine's dtype (results are stored as float32).
-    normalize : bool
-        Mean-normalise the first layer's weights (paper 2.6).
-    n_policy : {"zero", "skip", "error"}
-        Letters other than ACGT: all-zero column, leave the sequence out, or refuse.
-    rc_average : bool
-        Also score the reverse complement (with the reverse-complemented references) and average the
-        scores, flipped back, with the forward ones; predictions, reference predictions and deltas are the
-        averages too, so the scores still sum to ``prediction - reference_prediction``.
-    shard : str, optional
-        ``"i-of-n"``: score only the ``i``-th of ``n`` contiguous blocks of rows (merge with
-        :func:`dnalift.io.store.merge_results`).
-    resume : bool
-        Finish the partial file of an interrupted run with the same options.
-    force : bool
-        Replace existing output files (only once the new ones are complete).
-    arch, arch_kwargs, trust_model, allow_gradient
-        Passed to :func:`dnalift.models.load_model` and the engine.
-    chunk_size : int, optional
-        Sequences per chunk (and per HDF5 chunk of the result file); default about 1 MiB of scores.
-    command_line : str
-        Recorded in the files.
+    config : ScoreConfig
+        Every option of the run, already checked (see :class:`~dnalift.config.ScoreConfig`).
     progress : callable, optional
         ``progress(done, total)`` with the number of rows finished (including resumed ones) and the total;
         called once before scoring and after each engine batch.
@@ -405,188 +324,179 @@ def score(model_path, *, fasta=None, regions=None, genome=None, output, width: i
     Raises
     ------
     DnaliftError
-        Bad sequences, regions, model, references, targets or outputs (one-line messages).
+        Bad sequences, regions, model, references, targets or outputs (one-line messages); another run
+        writing the same output (:class:`~dnalift.errors.OutputInUseError`); a full disk
+        (:class:`~dnalift.errors.DiskFullError`, the partial files kept for ``resume=True``).
     """
-    import torch
-
-    from dnalift.attribution.engine import attribute
-    from dnalift.io.store import ResultWriter, open_results, parse_shard, partial_path, shard_attrs
-    from dnalift.models import check_input, load_model
+    from dnalift.io.outputs import OutputFolders, check_not_existing, check_not_input, check_output_dir
+    from dnalift.io.store import OutputLock
 
     t0 = time.perf_counter()
-    if rule not in RULES:
-        raise ValueError(f"rule must be one of {', '.join(RULES)}, not {rule!r}")
-    if max_rule not in MAX_RULES:
-        raise ValueError(f"max_rule must be one of {', '.join(MAX_RULES)}, not {max_rule!r}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be float32 or float64, not {precision!r}")
-    if n_policy not in N_POLICIES:
-        raise ValueError(f"n_policy must be one of {', '.join(N_POLICIES)}, not {n_policy!r}")
-    if center not in CENTERS:
-        raise ValueError(f"center must be mid or summit, not {center!r}")
-    if shard is not None:
-        try:
-            parse_shard(shard)
-        except ValueError as e:
-            raise StoreError(f"--shard {e}") from None
-    targets = list(targets)
-    output = Path(output)
-    dtype = torch.float64 if precision == "float64" else torch.float32
-    refs = _References(reference, n_refs=n_refs, seed=seed, length=1)
-
-    # Cheap checks first: the outputs (target labels are not known yet, so check the single-target name
-    # and, after the model is loaded, the per-target names).
-    _check_output_dir(output)
-    if len(targets) == 1 and output.exists() and not force and not resume:
-        raise OutputExistsError(f"{output} exists; pass --force to overwrite it or choose another output")
-
-    model_length = None
-    if regions is not None and width is None:
-        model_length = _model_length_hint(model_path, arch=arch, arch_kwargs=arch_kwargs, trust=trust_model)
-    source = _open_source(fasta, regions, genome, width=width, center=center, n_policy=n_policy,
-                          model_length=model_length)
+    check_output_dir(config.output)
+    check_not_input(config.output, config.input_files())
+    if len(config.targets) == 1:
+        check_not_existing(config.output, force=config.force, resume=config.resume)
+    _check_argument_order(config)
+    _check_device(config.device)
+    folders = OutputFolders()
+    folders.make(config.output.parent)
     try:
-        return _score_source(
-            source, model_path, output=output, fasta=fasta, regions=regions, genome=genome, width=width,
-            center=center, refs=refs, reference=reference, seed=seed, rule=rule, max_rule=max_rule,
-            targets=targets, batch_size=batch_size, device=device, dtype=dtype, precision=precision,
-            normalize=normalize, n_policy=n_policy, rc_average=rc_average, shard=shard, resume=resume,
-            force=force, arch=arch, arch_kwargs=arch_kwargs, trust_model=trust_model,
-            allow_gradient=tuple(allow_gradient), chunk_size=chunk_size, command_line=command_line,
-            progress=progress, t0=t0, attribute=attribute, ResultWriter=ResultWriter, open_results=open_results,
-            partial_path=partial_path, shard_attrs=shard_attrs, check_input=check_input, load_model=load_model)
+        with OutputLock(config.output):
+            return _score_locked(config, progress, t0)
+    finally:
+        folders.remove_empty()
+
+
+def _score_locked(config: ScoreConfig, progress, t0: float) -> ScoreSummary:
+    from dnalift.io.outputs import check_not_existing, check_not_input
+    from dnalift.io.store import shard_attrs
+    from dnalift.references import make_references
+
+    source, model = _open_inputs(config)
+    references = None
+    try:
+        fingerprint = _scan(source)
+        targets = resolve_targets(model, config.targets)
+        paths = output_paths(config.output, [label for _, label in targets])
+        for p in paths[1:] if len(paths) > 1 else ():
+            check_not_input(p, config.input_files())
+        for p in paths if len(paths) > 1 else ():
+            check_not_existing(p, force=config.force, resume=config.resume)
+        references = make_references(config.reference, length=source.length, n_refs=config.n_refs,
+                                     seed=config.seed, names=source.names)
+        shard = shard_attrs(config.shard, len(source)) if config.shard is not None else {}
+        row_start, row_stop = (shard["row_start"], shard["row_stop"]) if shard else (0, len(source))
+        run = _Run(config, source, model, references, targets, paths, row_start, row_stop - row_start)
+        attrs = _attrs(run, fingerprint, shard)
+        _open_writers(run, attrs)
+        n_resumed = _score_chunks(run, progress)
+        seconds = time.perf_counter() - t0
+        worst_value, worst_name = _worst_delta(run)
+        return ScoreSummary(outputs=paths, targets=[label for _, label in targets], n_sequences=run.n_rows,
+                            n_scored=run.n_rows - n_resumed, n_resumed=n_resumed, n_skipped=len(source.skipped),
+                            seconds=seconds, max_abs_delta=worst_value, worst=worst_name)
     finally:
         source.close()
-        refs.close()
+        if references is not None:
+            references.close()
 
 
-def _score_source(source, model_path, *, output, fasta, regions, genome, width, center, refs, reference, seed,
-                  rule, max_rule, targets, batch_size, device, dtype, precision, normalize, n_policy, rc_average,
-                  shard, resume, force, arch, arch_kwargs, trust_model, allow_gradient, chunk_size, command_line,
-                  progress, t0, attribute, ResultWriter, open_results, partial_path, shard_attrs, check_input,
-                  load_model):
-    length = int(source.length)
-    n_input = len(source)
-    log.info("%s: %d sequences of length %d%s", source.path, n_input, length,
-             f" ({len(source.skipped)} skipped)" if source.skipped else "")
-
-    model = load_model(model_path, arch=arch, arch_kwargs=arch_kwargs, trust=trust_model, input_length=length)
-    check_input(model, (4, length))
-    if normalize:
-        from dnalift.normalize import normalize_first_layer
-
-        model = normalize_first_layer(model)
-    resolved = resolve_targets(model, targets)
-    labels = [label for _, label in resolved]
-    indices = [index for index, _ in resolved]
-    paths = output_paths(output, labels)
-    if len(paths) > 1:
-        for p in paths:
-            if p.exists() and not force and not resume:
-                raise OutputExistsError(f"{p} exists; pass --force to overwrite it or choose another output")
-
-    refs.length = length
-    refs.setup(source.names[0] if n_input else None)
-
-    if shard is not None:
-        sh = shard_attrs(shard, n_input)
-        row_start, row_stop = int(sh["row_start"]), int(sh["row_stop"])
-    else:
-        sh, row_start, row_stop = {}, 0, n_input
-    n_rows = row_stop - row_start
-
-    common = {
-        "rule": rule, "max_rule": max_rule, "reference": refs.label, "n_refs": refs.n_refs, "seed": int(seed),
-        "model_path": os.fspath(model_path), "model_sha256": model.sha256, "model_format": model.format,
-        "normalized": bool(model.normalized), "n_policy": n_policy, "rc_average": bool(rc_average),
-        "precision": precision, "width": length, "input": os.fspath(fasta if fasta is not None else regions),
-        "input_kind": "fasta" if fasta is not None else "regions",
-        "genome": os.fspath(genome) if regions is not None and genome is not None else None,
-        "center": center if regions is not None else None,
-        "allow_gradient": list(allow_gradient) if allow_gradient else None,
-        "n_targets": len(resolved),
-        "command_line": command_line or None,
-        **sh,
+def _attrs(run: _Run, fingerprint: str, shard: dict) -> dict:
+    """The root attributes every result file of the run gets (the writers add the target's own)."""
+    c, refs, model = run.config, run.references, run.model
+    regions = c.regions is not None
+    return {
+        "rule": c.rule, "max_rule": c.max_rule, "reference": refs.label, "n_refs": refs.n_refs, "seed": c.seed,
+        "input_sha256": fingerprint, "model_sha256": model.sha256, "reference_sha256": refs.sha256,
+        "model_path": os.fspath(c.model), "input": os.fspath(c.input_path), "reference_path": refs.path,
+        "genome": os.fspath(c.genome) if regions else None, "model_format": model.format,
+        "normalized": bool(model.normalized), "n_policy": c.n_policy, "rc_average": c.rc_average,
+        "precision": c.precision, "width": run.source.length, "input_kind": "regions" if regions else "fasta",
+        "center": c.center if regions else None, "off_genome": c.off_genome if regions else None,
+        "allow_gradient": list(c.allow_gradient) or None, "n_targets": len(run.targets),
+        "layout": c.layout if c.layout != Layout.AUTO else None,
+        "control_inputs": c.control_inputs if c.control_inputs != ControlInputs.ZEROS else None,
+        "command_line": c.command_line or None, **shard,
     }
-    has_regions = source.regions is not None
 
-    writers: list = []
-    created: list[bool] = []  # this run made the partial file (it holds nothing of an earlier run)
-    started = False
+
+def _open_writers(run: _Run, attrs: dict) -> None:
+    from dnalift.io.store import ResultWriter, default_chunk_size, partial_path
+
+    c = run.config
+    chunk = c.chunk_size or min(MAX_CHUNK, default_chunk_size(run.source.length))
     try:
-        for (index, label), path in zip(resolved, paths):
-            attrs = dict(common, target=label, target_index=index)
-            if model.output_names:
-                attrs["target_name"] = model.output_names[index]
-            fresh = not (resume and partial_path(path).exists())
-            w = ResultWriter(path, n=n_rows, length=length, attrs=attrs,
-                             chunk_size=chunk_size or min(MAX_CHUNK, _default_chunk(length)),
-                             regions=has_regions, force=force, resume=resume)
-            writers.append(w)
-            created.append(fresh or w.completed_rows() == 0)
-        pending = _union_ranges([w.pending_ranges() for w in writers])
-        n_resumed = n_rows - sum(b - a for a, b in pending)
-        if n_resumed:
-            log.info("resuming: %d of %d rows are already complete", n_resumed, n_rows)
-        step = writers[0].chunk_size
-        done = n_resumed
+        for (index, label), path in zip(run.targets, run.paths):
+            own = dict(attrs, target=label, target_index=index)
+            if run.model.output_names:
+                own["target_name"] = run.model.output_names[index]
+            fresh = not (c.resume and partial_path(path).exists())
+            writer = ResultWriter(path, n=run.n_rows, length=run.source.length, attrs=own, chunk_size=chunk,
+                                  regions=run.source.regions is not None, force=c.force, resume=c.resume,
+                                  lock=Path(path) != c.output)
+            run.writers.append(writer)
+            run.fresh.append(fresh or writer.completed_rows() == 0)
+    except BaseException:
+        _abandon(run.writers, delete=run.fresh)  # keep the partial files of an earlier run this one only opened
+        raise
+
+
+def _score_chunks(run: _Run, progress) -> int:
+    """Compute and write every pending row; returns the rows kept from an interrupted run."""
+    pending = _union_ranges([w.pending_ranges() for w in run.writers])
+    n_resumed = run.n_rows - sum(b - a for a, b in pending)
+    if n_resumed:
+        log.info("resuming: %d of %d rows are already complete", n_resumed, run.n_rows)
+    done = n_resumed
+    try:
         if progress is not None:
-            progress(done, n_rows)
-        started = True
+            progress(done, run.n_rows)
         n_chunks = 0
+        step = run.writers[0].chunk_size
         for a, b in pending:
             for c0 in range(a, b, step):
                 c1 = min(c0 + step, b)
-                names = source.names[row_start + c0: row_start + c1]
-                X = source.one_hot(row_start + c0, row_start + c1)
-                R = refs(X, names)
-                report = None
-                if progress is not None and not rc_average:
-                    def report(k, base=done):
-                        progress(base + k, n_rows)
-                hyp, pred, ref_pred, deltas = _attribute(
-                    attribute, model, X, R, names, indices, rule=rule, max_rule=max_rule, batch_size=batch_size,
-                    device=device, dtype=dtype, allow_gradient=allow_gradient, rc_average=rc_average,
-                    progress=report)
-                reg = None
-                if has_regions:
-                    allr = source.regions
-                    sl = slice(row_start + c0, row_start + c1)
-                    reg = {k: allr[k][sl] for k in ("chrom", "start", "end", "strand")}
-                for t, w in enumerate(writers):
-                    w.write(c0, raw=X, hypothetical=hyp[:, t], names=names, predictions=pred[:, t],
-                            reference_predictions=ref_pred[:, t], deltas=deltas[:, t], regions=reg)
+                _score_chunk(run, c0, c1, progress, done)
                 done += c1 - c0
                 n_chunks += 1
                 if n_chunks % TRIM_EVERY == 0:
                     _trim_heap()
                 if progress is not None:
-                    progress(done, n_rows)
-        for w in writers:
+                    progress(done, run.n_rows)
+        for w in run.writers:
             w.close(success=True)
-    except DnaliftError:
-        # A data error: the input or options must change, so a partial file could not be resumed. Before
-        # scoring started, keep the partial files of an earlier run that this run only opened.
-        _abandon(writers, delete=[True] * len(writers) if started else created)
+    except DiskFullError as e:
+        if not e.details.get("kept", True):
+            _abandon(run.writers, delete=None, quiet=True)
+            raise
+        rows = _abandon(run.writers, delete=None, quiet=True)
+        raise DiskFullError(f"{e}; {rows} of {run.n_rows} rows are kept in {run.writers[0].partial}: free space and "
+                            f"rerun the same command with resume=True", argument=e.argument,
+                            **e.details) from None
+    except OutputWriteError:
+        _abandon(run.writers, delete=None)
         raise
-    except BaseException:
-        # Interrupted (Ctrl-C, SIGTERM, out of memory, disk full...): keep what --resume can finish.
-        _abandon(writers, delete=None)
+    except DnaliftError:  # a data error: the input or options must change, so nothing could be resumed
+        _abandon(run.writers, delete=[True] * len(run.writers))
         raise
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM, out of memory...): keep what resume can finish
+        _abandon(run.writers, delete=None)
+        raise
+    return n_resumed
 
-    seconds = time.perf_counter() - t0
+
+def _score_chunk(run: _Run, c0: int, c1: int, progress, done: int) -> None:
+    source, c = run.source, run.config
+    rows = slice(run.row_start + c0, run.row_start + c1)
+    names = source.names[rows]
+    X = source.one_hot(rows.start, rows.stop)
+    R = run.references(X, names)
+    report = None
+    if progress is not None and not c.rc_average:
+        def report(k, base=done):
+            progress(base + k, run.n_rows)
+    hyp, pred, ref_pred, deltas = _attribute(run, X, R, names, report)
+    regions = None
+    if source.regions is not None:
+        regions = {k: source.regions[k][rows] for k in ("chrom", "start", "end", "strand")}
+    for t, w in enumerate(run.writers):
+        w.write(c0, raw=X, hypothetical=hyp[:, t], names=names, predictions=pred[:, t],
+                reference_predictions=ref_pred[:, t], deltas=deltas[:, t], regions=regions)
+
+
+def _worst_delta(run: _Run) -> tuple[float, str | None]:
+    from dnalift.io.store import open_results
+
     worst_value, worst_name = float("nan"), None
-    for label, path in zip(labels, paths):
+    for (_, label), path in zip(run.targets, run.paths):
         with open_results(path) as r:
             for a, b in r.iter_chunks(65536):
                 d = np.abs(r.deltas(slice(a, b)).astype(np.float64))
                 if d.size and (math.isnan(worst_value) or d.max() > worst_value):
                     i = int(np.argmax(d))
                     worst_value = float(d[i])
-                    worst_name = r.file["names"].asstr()[a + i] + (f", target {label}" if len(paths) > 1 else "")
-    return ScoreSummary(outputs=paths, targets=labels, n_sequences=n_rows, n_scored=n_rows - n_resumed,
-                        n_resumed=n_resumed, n_skipped=len(source.skipped), seconds=seconds,
-                        max_abs_delta=worst_value, worst=worst_name)
+                    worst_name = str(r.names_of(a + i)) + (f", target {label}" if len(run.paths) > 1 else "")
+    return worst_value, worst_name
 
 
 _MALLOC_TRIM = None
@@ -614,12 +524,6 @@ def _trim_heap() -> None:
         _MALLOC_TRIM(0)
 
 
-def _default_chunk(length: int) -> int:
-    from dnalift.io.store import default_chunk_size
-
-    return default_chunk_size(length)
-
-
 def _union_ranges(lists: Sequence[Sequence[tuple[int, int]]]) -> list[tuple[int, int]]:
     """Union of row ranges, sorted and joined."""
     ranges = sorted((int(a), int(b)) for lst in lists for a, b in lst if b > a)
@@ -632,42 +536,30 @@ def _union_ranges(lists: Sequence[Sequence[tuple[int, int]]]) -> list[tuple[int,
     return [(a, b) for a, b in out]
 
 
-def _abandon(writers, *, delete) -> None:
-    """Close writers after a failure. ``delete``: per writer, whether to remove its partial file; None
-    (interrupted): remove only those without a complete chunk, and say how to resume the others."""
-    store_log = logging.getLogger("dnalift.io.store")
+def _abandon(writers, *, delete, quiet: bool = False) -> int:
+    """Close writers after a failure; returns the rows kept. ``delete``: per writer, whether to remove its
+    partial file; None (interrupted): remove only those without a complete chunk, and say how to resume the
+    others (unless ``quiet``: the caller says it)."""
+    kept = 0
     for i, w in enumerate(writers):
         try:
             rows = w.completed_rows()
         except Exception:
             rows = 0
-        quiet = _Silence()
-        store_log.addFilter(quiet)  # its "rerun with --resume" warning is ours to give, or not
+        remove = delete[i] if delete is not None else rows == 0
         try:
-            w.close(success=False)
+            w.close(success=False, discard=remove)
         except Exception:  # closing a broken file must not hide the first error
             log.debug("closing %s failed", w.partial, exc_info=True)
-        finally:
-            store_log.removeFilter(quiet)
-        if delete is None and rows > 0:
-            log.warning("stopped; %d of %d rows are kept in %s: rerun the same command with --resume to finish",
-                        rows, w.n, w.partial)
-            continue
-        if delete is not None and not delete[i]:
-            continue
-        try:
-            w.partial.unlink(missing_ok=True)
-        except OSError:
-            log.debug("cannot remove %s", w.partial, exc_info=True)
+        if not remove and w.partial.exists():
+            kept = max(kept, rows)
+            if delete is None and not quiet:
+                log.warning("stopped; %d of %d rows are kept in %s: rerun the same command with resume=True to "
+                            "finish", rows, w.n, w.partial)
+    return kept
 
 
-class _Silence(logging.Filter):
-    def filter(self, record):
-        return False
-
-
-def _attribute(attribute, model, X, R, names, indices, *, rule, max_rule, batch_size, device, dtype,
-               allow_gradient, rc_average, progress):
+def _attribute(run: _Run, X, R, names, progress):
     """Run the engine on one chunk (and on its reverse complement).
 
     Returns
@@ -675,19 +567,15 @@ def _attribute(attribute, model, X, R, names, indices, *, rule, max_rule, batch_
     hypothetical : ndarray (b, T, 4, L) float32
     predictions, reference_predictions, deltas : ndarray (b, T) float32
     """
-    res = _run_engine(attribute, model, X, R, names, indices, rule=rule, max_rule=max_rule,
-                      batch_size=batch_size, device=device, dtype=dtype, allow_gradient=allow_gradient,
-                      progress=progress)
+    res = _run_engine(run, X, R, names, progress)
     hyp = res.hypothetical.numpy().astype(np.float64)
     pred = res.predictions.numpy().astype(np.float64)
     ref_pred = res.reference_predictions.numpy().astype(np.float64)
     deltas = res.deltas.numpy().astype(np.float64)
-    if rc_average:
+    if run.config.rc_average:
         X_rc = np.ascontiguousarray(X[:, ::-1, ::-1])
         R_rc = np.ascontiguousarray(np.asarray(R)[..., ::-1, ::-1])
-        rc = _run_engine(attribute, model, X_rc, R_rc, names, indices, rule=rule, max_rule=max_rule,
-                         batch_size=batch_size, device=device, dtype=dtype, allow_gradient=allow_gradient,
-                         progress=None, strand="reverse complement of ")
+        rc = _run_engine(run, X_rc, R_rc, names, None, strand="reverse complement of ")
         hyp = (hyp + rc.hypothetical.numpy()[..., ::-1, ::-1].astype(np.float64)) / 2
         pred = (pred + rc.predictions.numpy()) / 2
         ref_pred = (ref_pred + rc.reference_predictions.numpy()) / 2
@@ -696,12 +584,22 @@ def _attribute(attribute, model, X, R, names, indices, *, rule, max_rule, batch_
             deltas.astype(np.float32))
 
 
-def _run_engine(attribute, model, X, R, names, indices, *, rule, max_rule, batch_size, device, dtype,
-                allow_gradient, progress, strand=""):
+def _run_engine(run: _Run, X, R, names, progress, strand: str = ""):
     """``attribute`` on one chunk; its ConservationWarning names the sequences (and the strand)."""
-    res = attribute(model, X, R, target=list(indices), rule=rule, max_rule=max_rule, batch_size=batch_size,
-                    device=device, dtype=dtype, allow_gradient=allow_gradient,
-                    names=[f"{strand}{name}" for name in names], progress=progress)
+    import torch
+
+    from dnalift.attribution import engine
+
+    c = run.config
+    options = {}
+    if c.control_inputs != ControlInputs.ZEROS:
+        options["control_inputs"] = str(c.control_inputs)
+    res = engine.attribute(run.model, X, R, target=[index for index, _ in run.targets], rule=str(c.rule),
+                           max_rule=str(c.max_rule), batch_size=c.batch_size, device=c.device,
+                           dtype=torch.float64 if c.precision == "float64" else torch.float32,
+                           allow_gradient=c.allow_gradient, names=[f"{strand}{name}" for name in names],
+                           progress=progress, **options)
     if res.hypothetical is None:
         raise ModelInputError("the engine returned no hypothetical scores (the input has no channel axis of 4)")
     return res
+

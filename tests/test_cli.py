@@ -486,7 +486,7 @@ def test_empty_fasta(data, out, tmp_path):
 def test_not_a_fasta(data, out, tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("hello\nthis is not a FASTA file\n")
-    assert_error(run("score", data["model"], text, "-o", out / "o.h5"), 1, "not a valid FASTA", folder=out)
+    assert_error(run("score", data["model"], text, "-o", out / "o.h5"), 1, "not a FASTA file", folder=out)
 
 
 def test_binary_file_as_model(data, out, tmp_path):

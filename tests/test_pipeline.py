@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from dnalift import pipeline
+from dnalift.config import ScoreConfig
 from dnalift.encoding import one_hot_encode
 from dnalift.errors import ReferenceInputError, SequenceError, TargetError
 from dnalift.io.store import open_results, partial_path
@@ -45,6 +46,12 @@ def files(tmp_path_factory):
     seqs = {f"q{i}": "".join("ACGT"[j] for j in rng.integers(0, 4, L)) for i in range(10)}
     (d / "seqs.fa").write_text("".join(f">{k}\n{v}\n" for k, v in seqs.items()))
     return types.SimpleNamespace(dir=d, model=d / "net.pt2", fasta=d / "seqs.fa", seqs=seqs, net=net)
+
+
+def score(files, progress=None, **options):
+    """pipeline.score on the module's model and FASTA with ``options``."""
+    options.setdefault("fasta", files.fasta)
+    return pipeline.score(ScoreConfig(model=files.model, **options), progress=progress)
 
 
 def test_parse_shard():
@@ -100,7 +107,7 @@ def test_summary_line():
 def test_score_progress_and_summary_without_printing(files, tmp_path, capsys):
     calls = []
     out = tmp_path / "o.h5"
-    summary = pipeline.score(files.model, fasta=files.fasta, output=out, n_refs=3, chunk_size=4,
+    summary = score(files, output=out, n_refs=3, chunk_size=4,
                              targets=[0, 1], progress=lambda done, total: calls.append((done, total)))
     assert capsys.readouterr() == ("", "")
     assert calls[0] == (0, 10) and calls[-1] == (10, 10)
@@ -119,19 +126,20 @@ def test_score_progress_and_summary_without_printing(files, tmp_path, capsys):
 def test_reference_fasta_shared_and_per_sequence(files, tmp_path):
     shared = tmp_path / "shared.fa"
     shared.write_text(">r0\n" + "A" * L + "\n>r1\n" + "GC" * (L // 2) + "\n")
-    s = pipeline.score(files.model, fasta=files.fasta, output=tmp_path / "s.h5", reference=str(shared))
+    s = score(files, output=tmp_path / "s.h5", reference=str(shared))
     refs = one_hot_encode(["A" * L, "GC" * (L // 2)]).astype(np.float32)
     with torch.no_grad():
         expected = files.net(torch.from_numpy(refs))[:, 0].mean().item()
     with open_results(s.outputs[0]) as r:
         np.testing.assert_allclose(r.reference_predictions(), expected, atol=1e-5)
-        assert r.attrs["n_refs"] == 2 and r.attrs["reference"] == f"file:{shared}"
+        assert r.attrs["n_refs"] == 2 and r.attrs["reference"] == "file"
+        assert r.attrs["reference_path"] == str(shared) and len(r.attrs["reference_sha256"]) == 64
         np.testing.assert_allclose(r.projected().sum(axis=(1, 2)), r.predictions() - r.reference_predictions(),
                                    atol=2e-5)
     # per sequence: NAME/0, NAME/1 records (here: each sequence reversed, and all T)
     per = tmp_path / "per.fa"
     per.write_text("".join(f">{k}/0\n{v[::-1]}\n>{k}/1\n{'T' * L}\n" for k, v in files.seqs.items()))
-    s = pipeline.score(files.model, fasta=files.fasta, output=tmp_path / "p.h5", reference=str(per))
+    s = score(files, output=tmp_path / "p.h5", reference=str(per))
     R = np.stack([one_hot_encode([v[::-1], "T" * L]) for v in files.seqs.values()]).astype(np.float32)
     with torch.no_grad():
         expected = files.net(torch.from_numpy(R.reshape(-1, 4, L)))[:, 0].reshape(-1, 2).mean(1).numpy()
@@ -141,12 +149,12 @@ def test_reference_fasta_shared_and_per_sequence(files, tmp_path):
     first = next(iter(files.seqs))
     partial = tmp_path / "partial.fa"
     partial.write_text(f">{first}/0\n{'A' * L}\n")
-    with pytest.raises(ReferenceInputError, match="no reference record"):
-        pipeline.score(files.model, fasta=files.fasta, output=tmp_path / "x.h5", reference=str(partial))
+    with pytest.raises(ReferenceInputError, match="no references for sequence"):
+        score(files, output=tmp_path / "x.h5", reference=str(partial))
     short = tmp_path / "short.fa"
     short.write_text(">r\nACGT\n")
     with pytest.raises(ReferenceInputError, match="length 4"):
-        pipeline.score(files.model, fasta=files.fasta, output=tmp_path / "y.h5", reference=str(short))
+        score(files, output=tmp_path / "y.h5", reference=str(short))
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".h5") == ["p.h5", "s.h5"]
 
 
@@ -172,7 +180,7 @@ def test_failure_clean_up(files, tmp_path, monkeypatch):
         out = tmp_path / f"{type(exc).__name__}{at}.h5"
         monkeypatch.setattr(engine, "attribute", failing(exc, at))
         with pytest.raises(type(exc)):
-            pipeline.score(files.model, fasta=files.fasta, output=out, n_refs=2, chunk_size=4)
+            score(files, output=out, n_refs=2, chunk_size=4)
         assert not out.exists()
         assert partial_path(out).exists() == kept, (exc, at)
     monkeypatch.setattr(engine, "attribute", real)
@@ -195,10 +203,10 @@ def test_conservation_warning_names_sequences(files, tmp_path, monkeypatch):
     from dnalift.errors import ConservationWarning
 
     with pytest.warns(ConservationWarning, match=r"worst: q1 \(0\.5"):
-        pipeline.score(files.model, fasta=files.fasta, output=tmp_path / "w.h5", n_refs=2)
+        score(files, output=tmp_path / "w.h5", n_refs=2)
 
 
 def test_logging_only(files, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="dnalift"):
-        pipeline.score(files.model, fasta=files.fasta, output=tmp_path / "l.h5", n_refs=2)
+        score(files, output=tmp_path / "l.h5", n_refs=2)
     assert any("10 sequences of length 16" in r.getMessage() for r in caplog.records)

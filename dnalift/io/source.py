@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from dnalift.encoding import one_hot_encode, _LUT
+from dnalift.encoding import _BAD_CODE, _LUT, one_hot_encode
 
 __all__ = ["SequenceSource", "Skipped", "SourceScan", "MOSTLY_N"]
 
@@ -47,11 +47,15 @@ class SourceScan(NamedTuple):
         Names of the sequences that contain ``U``/``u`` (RNA?), encoded as all-zero columns like N.
     mostly_n : list of str
         Names of the sequences whose letters are mostly not A, C, G or T (padding from ``width`` not counted).
+    invalid : tuple or None
+        ``(name, position, character)`` of the first character that is no nucleotide letter (0-based position
+        in the sequence as scored), or None.
     """
 
     sha256: str
     with_u: list
     mostly_n: list
+    invalid: tuple | None = None
 
 
 _U = np.zeros(256, dtype=bool)
@@ -142,10 +146,13 @@ class SequenceSource:
         SourceScan
         """
         digest = hashlib.sha256()
-        with_u, mostly_n = [], []
+        with_u, mostly_n, invalid = [], [], None
         for i in range(len(self)):
             left, letters, right = self._parts(i)
             raw = np.frombuffer(letters.encode("ascii", errors="replace"), dtype=np.uint8)
+            if invalid is None and raw.size and (_LUT[raw] == _BAD_CODE).any():
+                j = int(np.flatnonzero(_LUT[raw] == _BAD_CODE)[0])
+                invalid = (self.names[i], left + j, letters[j])
             if raw.size and _U[raw].any():
                 with_u.append(self.names[i])
             if raw.size == 0 or np.count_nonzero(_LUT[raw] > 3) > MOSTLY_N * raw.size:
@@ -153,7 +160,7 @@ class SequenceSource:
             extra = self._identity(i)
             digest.update(f"{self.names[i]}\t{'N' * left}{letters.upper()}{'N' * right}"
                           f"{chr(9) + extra if extra else ''}\n".encode("utf-8", errors="replace"))
-        return SourceScan(digest.hexdigest(), with_u, mostly_n)
+        return SourceScan(digest.hexdigest(), with_u, mostly_n, invalid)
 
     def close(self) -> None:
         """Close the underlying FASTA file."""

@@ -61,12 +61,17 @@ def merge_results(paths: Sequence[str | os.PathLike], output: str | os.PathLike,
     attrs = dict(provenance, **params, command_line=command_line if command_line is not None else shlex.join(sys.argv),
                  merged_from=[i["path"].name for i in infos])
     storage = first["attrs"]
-    with ResultWriter(output, n=int(storage["n_total"]), length=first["length"], attrs=attrs,
-                      chunk_size=int(storage.get("chunk_size") or schema.default_chunk_size(first["length"])),
-                      compression=str(storage.get("compression", "gzip")), regions=first["regions"],
-                      force=force) as writer:
+    writer = ResultWriter(output, n=int(storage["n_total"]), length=first["length"], attrs=attrs,
+                          chunk_size=int(storage.get("chunk_size") or schema.default_chunk_size(first["length"])),
+                          compression=str(storage.get("compression", "gzip")), regions=first["regions"],
+                          force=force)
+    try:
         for info in infos:
             _copy_rows(info, writer)
+    except BaseException:
+        writer.close(success=False, discard=True)  # merge never resumes: leave nothing behind
+        raise
+    writer.close(success=True)
     return output
 
 
