@@ -117,3 +117,22 @@ def io_errno(exc: BaseException) -> int | None:
 
 
 NO_SPACE = (_errno.ENOSPC, getattr(_errno, "EDQUOT", _errno.ENOSPC))
+
+
+def mb(n_bytes: int) -> str:
+    return f"{n_bytes / 2**20:.1f} MB"
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch tensor, without importing torch
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def package_version(name: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None

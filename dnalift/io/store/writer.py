@@ -35,7 +35,8 @@ import numpy as np
 from dnalift.errors import (DiskFullError, OutputExistsError, OutputWriteError, ResumeMismatchError,
                             StoreError)
 from dnalift.io.store import schema
-from dnalift.io.store._h5 import (CACHE_BYTES, NO_SPACE, fmt_rows, io_errno, normalize_attr, read_attrs)
+from dnalift.io.store._h5 import (CACHE_BYTES, NO_SPACE, fmt_rows, io_errno, mb, normalize_attr,
+                                  package_version, read_attrs, to_numpy)
 from dnalift.io.store.lock import OutputLock
 
 __all__ = ["ResultWriter"]
@@ -160,7 +161,7 @@ class ResultWriter:
         import dnalift
 
         out.setdefault("dnalift_version", dnalift.__version__)
-        torch_version = _package_version("torch")
+        torch_version = package_version("torch")
         if torch_version is not None:
             out.setdefault("torch_version", torch_version)
         out.setdefault("command_line", shlex.join(sys.argv))
@@ -331,7 +332,7 @@ class ResultWriter:
             pos += take
 
     def _check_rows(self, start, raw, hypothetical, names, values, regions) -> dict[str, np.ndarray]:
-        raw, hyp = _to_numpy(raw), _to_numpy(hypothetical)
+        raw, hyp = to_numpy(raw), to_numpy(hypothetical)
         if raw.ndim != 3 or raw.shape[1:] != (4, self.length):
             raise StoreError(f"{self.path}: raw must have shape (b, 4, {self.length}), got {raw.shape}")
         b = raw.shape[0]
@@ -349,7 +350,7 @@ class ResultWriter:
             raise StoreError(f"{self.path}: {len(names)} names for {b} rows")
         out = {schema.RAW: raw8, schema.HYPOTHETICAL: hyp, schema.NAMES: names}
         for key, value in values.items():
-            value = _to_numpy(value)
+            value = to_numpy(value)
             if value.shape != (b,):
                 raise StoreError(f"{self.path}: {key} must have shape ({b},), got {value.shape}; one target per "
                                  f"result file")
@@ -360,7 +361,7 @@ class ResultWriter:
             for key in schema.REGION_FIELDS:
                 if key not in regions:
                     raise StoreError(f"{self.path}: regions lacks {key!r}; give chrom, start, end and strand")
-                value = _to_numpy(regions[key])
+                value = to_numpy(regions[key])
                 if value.shape != (b,):
                     raise StoreError(f"{self.path}: regions[{key!r}] must have shape ({b},), got {value.shape}")
                 out[schema.region_path(key)] = value
@@ -389,8 +390,8 @@ class ResultWriter:
         needed = nbytes + SPACE_MARGIN
         if free < needed:
             raise DiskFullError(
-                f"no space left for {self.path}: {_mb(free)} free in {self.partial.parent}, the next chunk needs up "
-                f"to {_mb(needed)}", argument="output", path=str(self.path), errno=28, kept=True, free=free,
+                f"no space left for {self.path}: {mb(free)} free in {self.partial.parent}, the next chunk needs up "
+                f"to {mb(needed)}", argument="output", path=str(self.path), errno=28, kept=True, free=free,
                 needed=needed)
 
     def _guard(self, action, what: str):
@@ -487,22 +488,3 @@ class ResultWriter:
             idx = np.flatnonzero(~p.filled) if p is not None else []
             out.append(fmt_rows(a + int(idx[0]), a + int(idx[-1]) + 1) if len(idx) else fmt_rows(a, e))
         return out
-
-
-def _mb(n_bytes: int) -> str:
-    return f"{n_bytes / 2**20:.1f} MB"
-
-
-def _to_numpy(x: Any) -> np.ndarray:
-    if hasattr(x, "detach"):  # torch tensor, without importing torch
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
-def _package_version(name: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
