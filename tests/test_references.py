@@ -210,7 +210,7 @@ def test_shuffle_argument_errors(kwargs, match):
 def test_shuffle_refuses_non_one_hot():
     X = one_hot_encode(["ACGT"]).astype(np.float32)
     X[0, :, 1] = 0.25
-    with pytest.raises(ReferenceInputError, match="not one-hot at sequence 0, position 2"):
+    with pytest.raises(ReferenceInputError, match=r"not one-hot at sequence 0, position 1 \(0-based\)"):
         dinucleotide_shuffle(X, n=2)
     with pytest.raises(ReferenceInputError, match=r"shape \(4, 4\)"):
         dinucleotide_shuffle(X[0], n=2)
