@@ -29,8 +29,9 @@ def _table(rows, columns) -> list[str]:
 @click.option("--rule", type=click.Choice(["rescale", "revealcancel", "genomics"]), default="rescale",
               show_default=True, help="The rule mode to show.")
 @click.option("--max-rule", type=click.Choice(["exact", "gradient"]), default="exact", show_default=True)
-@click.option("--input-length", type=click.IntRange(min=1), metavar="L",
-              help="Sequence length to load the model for (needed when the file does not record it).")
+@click.option("--width", "input_length", type=click.IntRange(min=1), metavar="L",
+              help="Sequence length to load the model for (needed when the file does not record it), as "
+                   "`dnalift score --width`.")
 @click.option("--arch", metavar="package.module:Class", help="Architecture for a state_dict model file.")
 @click.option("--arch-kwargs", metavar="JSON", help="Keyword arguments of --arch, as a JSON object.")
 @click.option("--trust-model", is_flag=True, help="Allow loading a pickled model (runs code from the file).")
@@ -42,6 +43,12 @@ def info(model, rule, max_rule, input_length, arch, arch_kwargs, trust_model, al
 
     Nothing is scored. Ops without a rule are listed as NO RULE and the command exits with 1; score such
     a model after rewriting those parts, or with --allow-gradient OP (gradients, not exact).
+
+    \b
+    Examples:
+      dnalift info model.pt2
+      dnalift info model.pt --width 1000 --rule genomics
+      dnalift info weights.pt --arch mypkg.models:Net --arch-kwargs '{"n_filters": 64}' --width 200
     """
     _logging.setup(verbose, quiet)
     if arch_kwargs is not None and arch is None:
