@@ -32,6 +32,7 @@ from collections.abc import Mapping
 
 import torch
 import torch.nn as nn
+import torch.utils._pytree as pytree
 
 from dnalift import export_passes
 from dnalift import export_inputs as inputs
@@ -39,19 +40,23 @@ from dnalift.config import Layout
 from dnalift.errors import ModelFormatError, ModelInputError
 from dnalift.export_inputs import check_input
 
-__all__ = ["FORMATS", "PT2_HINT", "LoadedModel", "from_module", "from_program", "program_for_module", "check_input",
-           "export_module", "reexport", "convert_script_module", "unlift", "sha256_of_module", "sha256_of_program"]
+__all__ = ["FORMATS", "PT2_EXPORT_CODE", "PT2_HINT", "LoadedModel", "from_module", "from_program", "program_for_module", "check_input",
+           "export_module", "reexport", "convert_script_module", "check_conversion", "unlift", "sha256_of_module", "sha256_of_program"]
 
 log = logging.getLogger(__name__)
 
 #: where a LoadedModel came from: a .pt2, TorchScript, state_dict (+ arch), whole pickled module, or memory
 FORMATS = ("pt2", "torchscript", "state_dict", "pickle", "module")
 
-#: how to save a model as a .pt2 that dnalift loads: the batch dimension must be dynamic (a fixed batch breaks
-#: on models such as bpnet-lite's BPNet, whose forward reshapes to (X.shape[0], 1))
-PT2_HINT = ("x = torch.zeros(2, 4, length); batch = torch.export.Dim('batch'); torch.export.save(torch.export."
-            "export(model.eval(), (x,), dynamic_shapes=({0: batch},)), 'model.pt2') (for a model with a control "
-            "input: (x, x_ctl) and ({0: batch}, {0: batch}))")
+#: Python that saves ``model`` (an nn.Module taking ``(n, 4, length)``) as a .pt2 that dnalift loads: the batch
+#: dimension must be dynamic (a fixed batch breaks on models such as bpnet-lite's BPNet, whose forward reshapes
+#: to ``(X.shape[0], 1)``)
+PT2_EXPORT_CODE = ("x = torch.zeros(2, 4, length); batch = torch.export.Dim('batch'); "
+                   "torch.export.save(torch.export.export(model.eval(), (x,), dynamic_shapes=({0: batch},)), "
+                   "'model.pt2')")
+#: the same, with the variants, for messages
+PT2_HINT = (f"{PT2_EXPORT_CODE} (for a channels-last model x = torch.zeros(2, length, 4); for a model with a "
+            f"control input (x, x_ctl) and ({{0: batch}}, {{0: batch}}))")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -230,9 +235,8 @@ def _options_key(input_shape, options: Mapping) -> tuple:
     shape = None if input_shape is None else tuple(int(d) for d in input_shape)
     controls = options.get("control_shapes")
     controls = None if controls is None else tuple(tuple(int(d) for d in s) for s in controls)
-    return (shape, options.get("input_length"), str(Layout.parse(options.get("layout", Layout.AUTO),
-                                                                   argument="layout")), controls,
-            options.get("path"))
+    layout = str(inputs.parse_layout(options.get("layout", Layout.AUTO)))
+    return shape, options.get("input_length"), layout, controls, options.get("path")
 
 
 def _state_signature(module: nn.Module) -> tuple:
@@ -286,6 +290,7 @@ def module_to_model(module: nn.Module, *, input_shape=None, input_length=None, l
         if isinstance(module, torch.jit.ScriptModule):
             gm = convert_script_module(module, row, controls, dtype=dtype, where=where)
             ep = reexport(gm, row, control_shapes=controls, dtype=dtype, where=where)
+            check_conversion(module, ep, row, controls, dtype=dtype, where=where)
         else:
             ep = export_module(module, row, control_shapes=controls, dtype=dtype, where=where)
         digest = sha256 or sha256_of_module(module)
@@ -383,6 +388,28 @@ def convert_script_module(ts, row, controls=(), *, dtype=torch.float32,
     return unlift(converted)
 
 
+def check_conversion(reference, program: torch.export.ExportedProgram, row, controls=(), *, dtype=torch.float32,
+                     where: str = "<module>") -> None:
+    """Raise :class:`~dnalift.errors.ModelFormatError` when ``program`` and the module it was converted from
+    disagree on a random batch (``TS2EPConverter`` can mistranslate, e.g. a size computed from tensor values)."""
+    generator = torch.Generator().manual_seed(0)
+    example = tuple(torch.rand((3, *shape), generator=generator, dtype=dtype) for shape in (row, *controls))
+    with torch.no_grad():
+        want = pytree.tree_leaves(reference(*example))
+        got = pytree.tree_leaves(program.module()(*example))
+    worst = 0.0 if len(want) == len(got) else float("inf")
+    for w, g in zip(want, got):
+        if w.shape != g.shape:
+            worst = float("inf")
+            break
+        scale = max(1.0, float(w.abs().max())) if w.numel() else 1.0
+        worst = max(worst, float((w - g.to(w.dtype)).abs().max()) / scale if w.numel() else 0.0)
+    if worst > 1e-4:
+        raise ModelFormatError(f"{where}: converting the TorchScript model to a torch.export graph changed its "
+                               f"outputs (largest relative difference {worst:.3g}); export the original module "
+                               f"instead: {PT2_HINT}", argument="model", reason="conversion_changed_outputs")
+
+
 def unlift(program: torch.export.ExportedProgram) -> torch.fx.GraphModule:
     """``program.module()`` without the input-shape checks, so that it can be re-exported for other
     shapes (a variable batch, a length); parameters and buffers are get_attr nodes of the result."""
@@ -401,7 +428,7 @@ def finish_program(ep: torch.export.ExportedProgram, *, path, fmt: str, sha256: 
     input, the length fixed by ``input_length`` where the program leaves it free, eval mode, no autocast
     region and no size read from a tensor."""
     where = path or "<module>"
-    wanted = Layout.parse(layout, argument="layout")
+    wanted = inputs.parse_layout(layout)
     export_passes.refuse_vmap(ep.graph, where)
     spec = inputs.program_inputs(ep, where)
     needs = inputs.reexport_reasons(ep, spec, input_length)

@@ -22,7 +22,7 @@ from dnalift import export_passes
 from dnalift.config import Layout
 from dnalift.errors import ModelFormatError, ModelInputError
 
-__all__ = ["find_input_spec", "check_input", "check_outputs", "ProgramInputs", "program_inputs", "reexport_reasons",
+__all__ = ["find_input_spec", "check_input", "parse_layout", "check_outputs", "ProgramInputs", "program_inputs", "reexport_reasons",
            "fixed_rows", "program_outputs", "layout_of", "param_dtype", "length_attribute", "output_names_of",
            "first_line"]
 
@@ -54,7 +54,7 @@ def find_input_spec(module: nn.Module, *, input_shape=None, input_length=None, l
     ModelInputError
         No length is known, the module runs on none of the candidate rows, or a further input has no shape.
     """
-    wanted = Layout.parse(layout, argument="layout")
+    wanted = parse_layout(layout)
     failures = []
     for row in _candidate_rows(module, input_shape, input_length, wanted, where):
         controls = _control_rows(module, row, control_shapes, where)
@@ -68,7 +68,8 @@ def find_input_spec(module: nn.Module, *, input_shape=None, input_length=None, l
         check_outputs(out, 2, where)
         return row, controls
     raise ModelInputError(f"{where}: the model fails on one-hot input ({'; '.join(failures)[:400]}); pass the "
-                          f"length it was trained on with input_length=L", argument="input_length")
+                          f"length it was trained on with input_length=L", argument="input_length",
+                          reason="fails_on_input")
 
 
 def _candidate_rows(module, input_shape, input_length, wanted: Layout, where: str) -> list[tuple]:
@@ -358,6 +359,12 @@ def check_input(model, shape) -> None:
 
 # ----------------------------------------------------------------------------------------------------------
 # small helpers
+
+
+def parse_layout(value) -> Layout:
+    """The :class:`~dnalift.config.Layout` for ``value`` (``"auto"``, ``"ncl"``, ``"nlc"``, in any case)."""
+    return Layout.parse(value.lower() if isinstance(value, str) and not isinstance(value, Layout) else value,
+                        argument="layout")
 
 
 def param_dtype(module) -> torch.dtype:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import operator
+import os
 import re
 
 import torch
@@ -51,10 +52,14 @@ def source_line(node: torch.fx.Node) -> str:
     """The line of the model's code that made ``node``, as ``file.py:LINE: code``, or ``graph node NAME``."""
     trace = node.meta.get("stack_trace") or ""
     frames = re.findall(r'File "([^"]+)", line (\d+), in \S+\n\s*(.*)', trace)
-    if frames:
-        path, line, code = frames[-1]
+    outside_torch = [f for f in frames if _TORCH_DIR not in f[0]]  # the model's line, not torch's F.linear
+    if outside_torch or frames:
+        path, line, code = (outside_torch or frames)[-1]
         return f"{path.rsplit('/', 1)[-1]}:{line}: {code.strip()}"
     return f"graph node {node.name}"
+
+
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import torch.nn as nn
 from dnalift.config import Layout
 from dnalift.errors import ModelFormatError, ModelInputError, UntrustedModelError
 from dnalift.export import PT2_HINT, LoadedModel, finish_program, module_to_model, quiet_export
-from dnalift.export_inputs import first_line
+from dnalift.export_inputs import first_line, parse_layout
 from dnalift.models import pickles
 from dnalift.models.safetensors import read_safetensors
 from dnalift.models.sniff import sha256_file, sniff
@@ -98,7 +98,7 @@ def load_model(path, *, arch: str | None = None, arch_kwargs: Mapping | str | No
         log.warning("%s: is a %s file, which holds its own architecture; ignoring arch=%r", where, kind, arch)
     request = _Request(path=p, where=where, sha256=sha256_file(p), detail=detail, arch=arch,
                        arch_kwargs=arch_kwargs, trust=trust, input_length=input_length,
-                       layout=Layout.parse(layout, argument="layout"))
+                       layout=parse_layout(layout))
     return loader(request)
 
 
@@ -122,18 +122,33 @@ def _load_torchscript(r: _Request) -> LoadedModel:
     except Exception as e:
         raise ModelFormatError(f"{r.where}: a TorchScript archive that torch.jit.load cannot read: "
                                f"{first_line(e)}", argument="model") from e
-    traced = pickles.traced_input_shapes(r.path)
-    input_shape, controls = None, None
-    if traced and len(traced[0]) >= 2:
-        row = tuple(int(d) for d in traced[0][1:])
-        controls = [tuple(int(d) for d in shape[1:]) for shape in traced[1:]] or None
-        if r.input_length is None or r.input_length in row:
-            input_shape = row
-        elif controls:  # the traced length changes with the one asked for
-            old = row[-1] if row[0] == 4 else row[0]
-            controls = [tuple(r.input_length if d == old else d for d in shape) for shape in controls]
+    *earlier, last = _torchscript_shapes(pickles.traced_input_shapes(r.path), r.input_length)
+    for input_shape, controls in earlier:
+        try:
+            return _export_script(ts, r, input_shape, controls)
+        except ModelInputError as e:  # e.g. input_length from the data, not the model's: the traced one next
+            if e.details.get("reason") != "fails_on_input":
+                raise
+            log.info("%s: %s; trying the traced input shape", r.where, e)
+    return _export_script(ts, r, *last)
+
+
+def _export_script(ts, r: _Request, input_shape, controls) -> LoadedModel:
     return module_to_model(ts, input_shape=input_shape, input_length=r.input_length, layout=r.layout,
                            control_shapes=controls, path=r.where, fmt="torchscript", sha256=r.sha256)
+
+
+def _torchscript_shapes(traced, input_length) -> list[tuple]:
+    """(input_shape, control_shapes) to try in turn: for ``input_length`` first, then as traced."""
+    if not traced or len(traced[0]) < 2:
+        return [(None, None)]
+    row = tuple(int(d) for d in traced[0][1:])
+    controls = [tuple(int(d) for d in shape[1:]) for shape in traced[1:]] or None
+    if input_length is None or input_length in row:
+        return [(row, controls)]
+    old = row[-1] if row[0] == 4 else row[0]
+    resized = [tuple(input_length if d == old else d for d in shape) for shape in controls] if controls else None
+    return [(None, resized), (row, controls)]
 
 
 def _load_safetensors(r: _Request) -> LoadedModel:
