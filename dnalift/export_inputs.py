@@ -22,9 +22,9 @@ from dnalift import export_passes
 from dnalift.config import Layout
 from dnalift.errors import ModelFormatError, ModelInputError
 
-__all__ = ["find_input_spec", "check_input", "parse_layout", "check_outputs", "ProgramInputs", "program_inputs", "reexport_reasons",
-           "fixed_rows", "program_outputs", "layout_of", "param_dtype", "length_attribute", "output_names_of",
-           "first_line"]
+__all__ = ["find_input_spec", "check_input", "parse_layout", "check_outputs", "key_name", "ProgramInputs",
+           "program_inputs", "reexport_reasons", "fixed_rows", "program_outputs", "layout_of", "param_dtype",
+           "length_attribute", "output_names_of", "first_line"]
 
 #: attributes of a module that, when they hold an int, give its input length
 LENGTH_ATTRIBUTES = ("input_length", "sequence_length", "seq_len", "seqlen")

@@ -25,9 +25,9 @@ __all__ = ["load_model", "LOADERS", "CONVERT_HINT"]
 log = logging.getLogger(__name__)
 
 #: how to turn a pickled module into a file dnalift loads without trusting it
-CONVERT_HINT = (f"convert it where you trust it: {PT2_HINT} (preferred), or torch.jit.save(torch.jit.trace(model, "
-                f"x), 'model.pt'), or save model.state_dict() and pass arch='package.module:Class' ({MODULE_ARGUMENTS_HINT}); "
-                f"or pass trust=True if you trust this file")
+CONVERT_HINT = (f"convert it where you trust it: {PT2_HINT} (preferred), or torch.jit.save(torch.jit.trace("
+                f"model, x), 'model.pt'), or save model.state_dict() and pass arch='package.module:Class' "
+                f"({MODULE_ARGUMENTS_HINT}); or pass trust=True if you trust this file")
 
 
 @dataclasses.dataclass(frozen=True)
