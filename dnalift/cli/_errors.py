@@ -41,6 +41,7 @@ def one_line(text) -> str:
 #: library parameter names in messages -> the command line's options
 _CLI_WORDS = ((re.compile(r"\bn_policy='(\w+)'(.*?) or '(\w+)' to"), r"--n-policy \1\2 or --n-policy \3 to"),
               (re.compile(r"\bn_policy='(\w+)'"), r"--n-policy \1"), (re.compile(r"\bn_policy\b"), "--n-policy"),
+              (re.compile(r"\ballow_gradient=([\w.,]+)"), r"--allow-gradient \1"),
               # the model loaders' arguments (dnalift.models.load_model)
               (re.compile(r"\btrust=True\b"), "--trust-model"), (re.compile(r"\b(?:input_length|width)=(\w+)"),
                                                                   r"--width \1"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 import click
@@ -47,46 +46,56 @@ def info(model, rule, max_rule, input_length, arch, arch_kwargs, trust_model, al
     _logging.setup(verbose, quiet)
     if arch_kwargs is not None and arch is None:
         raise click.UsageError("--arch-kwargs needs --arch")
-    from dnalift.attribution.engine import describe
+    from dnalift.attribution.engine import describe, outputs_of
     from dnalift.errors import UnsupportedOpError
     from dnalift.models import load_model
 
     m = load_model(model, arch=arch, arch_kwargs=arch_kwargs, trust=trust_model, input_length=input_length)
     shape = ", ".join("L" if d is None else str(d) for d in m.input_shape)
-    out_shape = ", ".join("?" if d is None else str(d) for d in m.output_shape)
     click.echo(f"model:   {model} ({m.format}, sha256 {m.sha256[:16]}...)")
     layout = "channels A,C,G,T first" if m.layout == "NCL" else "channels A,C,G,T last"
     click.echo(f"input:   (n, {shape}) {layout}; sequence length {m.input_length or 'free'}")
-    names = f"; names: {', '.join(m.output_names)}" if m.output_names else ""
-    click.echo(f"output:  (n, {out_shape}): {m.n_outputs} target(s), --target 0..{m.n_outputs - 1}{names}")
+    _echo_outputs(m, outputs_of(m))
     click.echo(f"rules:   {rule} mode, max rule {max_rule}")
-    unsupported: list[str] = []
     try:
-        rows = describe(m, rule=rule, max_rule=max_rule, allow_gradient=allow_gradient)
+        rows, problems = describe(m, rule=rule, max_rule=max_rule, allow_gradient=allow_gradient), []
     except UnsupportedOpError as e:
-        error = e
-        match = re.search(r"--allow-gradient ([\w.,]+)", str(e))
-        if not match:
-            raise
-        unsupported = [op for op in match.group(1).split(",") if op]
-        rows = describe(m, rule=rule, max_rule=max_rule, allow_gradient=tuple(allow_gradient) + tuple(unsupported))
-    else:
-        error = None
+        error, problems = e, list(e.ops)
+        allowable = tuple(p.op for p in problems if p.allowable)
+        try:
+            rows = describe(m, rule=rule, max_rule=max_rule, allow_gradient=tuple(allow_gradient) + allowable)
+        except UnsupportedOpError:
+            rows = []
     marked = []
+    no_rule = {p.node for p in problems}
     for i, row in enumerate(rows, 1):
-        row = dict(row)
-        row["#"] = i
-        if row.get("op", "").removeprefix("aten.").split(".")[0] in unsupported and row.get("kind") == "gradient":
+        row = dict(row, **{"#": i})
+        if row["node"] in no_rule:
             row["rule"] = "NO RULE"
         marked.append(row)
     click.echo("")
     for line in _table(marked, ["#", "op", "rule", "source"]):
         click.echo(line)
     click.echo("")
-    if error is not None:
-        n_bad = sum(r["rule"] == "NO RULE" for r in marked)
-        click.echo(f"{n_bad} op(s) have no DeepLIFT rule (NO RULE above).")
+    if problems:
+        click.echo(f"{len(problems)} op(s) have no DeepLIFT rule:")
+        for p in problems:
+            click.echo(f"  {p.line()}")
         raise error
     n_grad = sum(r.get("kind") == "gradient" for r in marked)
     extra = f" ({n_grad} passed through with gradients, as asked)" if n_grad else ""
     click.echo(f"all {len(marked)} input-dependent ops have a rule{extra}: the model can be scored.")
+
+
+def _echo_outputs(m, outputs) -> None:
+    """The model's outputs, their per-row shapes and the --target values each accepts."""
+    if len(outputs) == 1:
+        o = outputs[0]
+        names = f"; names: {', '.join(m.output_names)}" if m.output_names else ""
+        shape = ", ".join(map(str, o["shape"]))
+        click.echo(f"output:  (n, {shape}): {o['units']} target(s), --target 0..{o['units'] - 1}{names}")
+        return
+    click.echo(f"outputs: {len(outputs)}")
+    for o in outputs:
+        shape = ", ".join(map(str, o["shape"]))
+        click.echo(f"  {o['name']}: (n, {shape}); --target {' | '.join(o['targets'])}")
