@@ -235,7 +235,8 @@ def reexport_reasons(ep: torch.export.ExportedProgram, spec: ProgramInputs, inpu
         needs.append("evaluation mode")
     if export_passes.autocast_nodes(ep.graph):
         needs.append("no autocast regions")
-    if any(free_unbacked_symbols(d) for value in _output_values(ep) for d in value.shape):
+    if (any(free_unbacked_symbols(d) for value in _output_values(ep) for d in value.shape)
+            or export_passes.tensor_reads(ep.graph)):
         needs.append("sizes computed from the input's shape")
     return needs
 

@@ -25,7 +25,7 @@ import torch
 from dnalift.errors import ModelFormatError
 
 __all__ = ["TRAIN_FLAG_ARG", "training_nodes", "force_eval", "autocast_nodes", "inline_autocast",
-           "refuse_vmap", "scalarize_shape_arithmetic", "source_line"]
+           "refuse_vmap", "tensor_reads", "scalarize_shape_arithmetic", "source_line"]
 
 log = logging.getLogger(__name__)
 
@@ -305,6 +305,11 @@ class _Scalars:
         if not any(isinstance(a, torch.fx.Node) for a in args):
             return fn(*args)
         return self.gm.graph.call_function(fn, args)
+
+
+def tensor_reads(graph: torch.fx.Graph) -> list[torch.fx.Node]:
+    """The nodes that read a Python number out of a tensor (``_local_scalar_dense``, ``item``)."""
+    return [n for n in graph.nodes if n.op == "call_function" and n.target in _TO_SCALAR]
 
 
 def scalarize_shape_arithmetic(gm: torch.fx.GraphModule) -> int:
