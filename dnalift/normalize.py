@@ -144,7 +144,8 @@ def normalize_first_layer(model: LoadedModel) -> LoadedModel:
     _drop_unused_attributes(gm, erased)
     gm.graph.lint()
     gm.recompile()
-    program = export_module(gm, model.input_shape, dtype=model.input_dtype, where=where)
+    program = export_module(gm, model.input_shape, control_shapes=tuple(model.control_shapes or ()),
+                            dtype=model.input_dtype, where=where)
     log.info("%s: normalised the weights of %s", where, ", ".join(_describe(n) for n in done))
     return dataclasses.replace(model, program=program, normalized=True)
 
@@ -159,9 +160,10 @@ def _packet(node):
 
 
 def _input_node(gm, where):
+    """The sequence input: the graph's first input (the others are control tracks)."""
     inputs = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    if len(inputs) != 1:
-        raise DnaliftError(f"{where}: expected one input in the model's graph, found {len(inputs)}")
+    if not inputs:
+        raise DnaliftError(f"{where}: the model's graph has no input")
     return inputs[0]
 
 

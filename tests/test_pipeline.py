@@ -73,25 +73,6 @@ def test_output_paths():
     assert pipeline.output_paths("o.h5", ["a/b", "a_b"]) == [Path("o.0_a_b.h5"), Path("o.1_a_b.h5")]
 
 
-def _fake_model(n, names=None):
-    return types.SimpleNamespace(n_outputs=n, output_names=names, name="m.pt", path="m.pt")
-
-
-def test_resolve_targets():
-    m = _fake_model(3, ("a", "b", "c"))
-    assert pipeline.resolve_targets(m, ["c", 0, "-2"]) == [(2, "c"), (0, "0"), (1, "-2")]
-    with pytest.raises(TargetError, match="0=a, 1=b, 2=c"):
-        pipeline.resolve_targets(m, ["d"])
-    with pytest.raises(TargetError, match="given twice"):
-        pipeline.resolve_targets(m, ["a", "0"])
-    with pytest.raises(TargetError, match="3 output"):
-        pipeline.resolve_targets(m, [3])
-    with pytest.raises(TargetError, match="declares no output names"):
-        pipeline.resolve_targets(_fake_model(1), ["x"])
-    with pytest.raises(TargetError):
-        pipeline.resolve_targets(m, [])
-
-
 def test_union_ranges():
     assert pipeline._union_ranges([[(0, 4), (8, 12)], [(4, 6)], [(10, 14), (20, 20)]]) == [(0, 6), (8, 14)]
     assert pipeline._union_ranges([[], []]) == []

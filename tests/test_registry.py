@@ -113,11 +113,11 @@ def test_plans_do_not_keep_programs_alive():
 
 
 def test_a_module_is_exported_once_while_its_weights_do_not_change(monkeypatch):
-    import dnalift.models as models
+    import dnalift.export as export_layer
 
     calls = []
-    real = models.from_module
-    monkeypatch.setattr(models, "from_module", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = export_layer.from_module
+    monkeypatch.setattr(export_layer, "from_module", lambda *a, **k: calls.append(1) or real(*a, **k))
     model = frozen(lambda: nn.Sequential(nn.Conv1d(4, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 1)))
     X = random_one_hot(2, 6)
     first = attribute(model, X, X[:1])

@@ -85,6 +85,35 @@ def test_outputs_by_name_and_index():
         attribute(program, X, R, target=["counts", "counts:0"], dtype=F64)
 
 
+def test_unit_names_of_a_one_output_model():
+    from dnalift import from_module
+    from dnalift.attribution.engine import targets_of
+
+    class Named(nn.Module):
+        output_names = ("a", "b", "c")
+
+        def forward(self, x):
+            return x.sum(-1)[:, :3]
+
+    class Unnamed(nn.Module):
+        def forward(self, x):
+            return x.sum(-1)[:, :1]
+
+    model = from_module(Named(), input_shape=(4, 6))
+    targets = targets_of(model, ["c", 0, "-2"])
+    assert [(t.index, t.label) for t in targets] == [(2, "c"), (0, "0"), (1, "-2")]
+    with pytest.raises(TargetError, match="0=a, 1=b, 2=c"):
+        targets_of(model, ["d"])
+    with pytest.raises(TargetError, match="given twice"):
+        targets_of(model, ["a", "0"])
+    with pytest.raises(TargetError, match="3 value"):
+        targets_of(model, [3])
+    with pytest.raises(TargetError, match="declares no output names"):
+        targets_of(from_module(Unnamed(), input_shape=(4, 6)), ["x"])
+    with pytest.raises(TargetError, match="no target"):
+        targets_of(model, [])
+
+
 def test_a_name_with_several_values_asks_for_an_index():
     class Wide(nn.Module):
         def forward(self, x):

@@ -86,33 +86,13 @@ def program_of(model, example_shape: tuple):
     if isinstance(model, torch.export.ExportedProgram):
         return model, "NCL", None
     if isinstance(model, torch.nn.Module):
-        model = _loaded_module(model, tuple(example_shape))
+        from dnalift.export import program_for_module
+
+        model = program_for_module(model, tuple(example_shape) or None)  # exported once per module
     program = getattr(model, "program", None)
     if program is None:
         raise TypeError("model must be a dnalift LoadedModel, a torch.export.ExportedProgram or an nn.Module")
     return program, getattr(model, "layout", "NCL"), getattr(model, "output_names", None)
-
-
-_MODULES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _module_key(module: torch.nn.Module, shape: tuple) -> tuple:
-    state = tuple((name, t.data_ptr(), t._version, tuple(t.shape), t.dtype)
-                  for name, t in list(module.state_dict(keep_vars=True).items()))
-    return shape, module.training, state
-
-
-def _loaded_module(module: torch.nn.Module, shape: tuple):
-    """The export of a module, kept (weakly) while its parameters and buffers do not change."""
-    from dnalift.models import from_module
-
-    key = _module_key(module, shape)
-    cached = _MODULES.get(module)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    loaded = from_module(module, input_shape=shape)
-    _MODULES[module] = (key, loaded)
-    return loaded
 
 
 _PLANS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()

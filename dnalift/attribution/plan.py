@@ -11,7 +11,6 @@ with the line of the model's source that made it, all of them in one error.
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Callable
 
 import torch
@@ -24,6 +23,7 @@ from dnalift.attribution.kinds.bookkeeping import Gradient, NoValue, Refused
 from dnalift.attribution.registry import Role, rule_for
 from dnalift.config import MaxRule, Mode
 from dnalift.errors import ModelInputError, UnsupportedOp, UnsupportedOpError
+from dnalift.export_passes import source_line as source_of
 
 _GRADIENT = Gradient()
 
@@ -172,16 +172,6 @@ class Plan:
                 moved[name] = value
             self._cast_cache[key] = moved
         return self._cast_cache[key]
-
-
-def source_of(node: torch.fx.Node) -> str:
-    """The model source line that created a node, as ``file:line: code``, or the node name."""
-    trace = node.meta.get("stack_trace") or ""
-    frames = re.findall(r'File "([^"]+)", line (\d+), in \w+\n\s*(.*)', trace)
-    if frames:
-        path, line, code = frames[-1]
-        return f"{path.rsplit('/', 1)[-1]}:{line}: {code.strip()}"
-    return f"graph node {node.name}"
 
 
 def _value_meta(node: torch.fx.Node):
@@ -502,5 +492,5 @@ def describe(plan: Plan) -> list[dict]:
     return rows
 
 
-__all__ = ["Step", "Output", "Plan", "compile_plan", "program_outputs", "describe", "resolve", "source_of", "unsupported_error",
+__all__ = ["Step", "Output", "Plan", "compile_plan", "program_outputs", "describe", "resolve", "unsupported_error",
            "batch_dim_of"]

@@ -157,8 +157,8 @@ def _one(spec, outputs, unit_names, where) -> Target:
         return Target(label=getattr(spec, "__name__", "function"), how="function", fn=spec,
                       names=tuple(o.name for o in outputs))
     if isinstance(spec, bool) or not isinstance(spec, (int, np.integer, str)):
-        raise TargetError(f"target {spec!r} must be an output index, an output name, 'counts', 'profile' or a "
-                          "function of the output", argument="target")
+        raise TargetError(f"target={spec!r} must be an output index, an output name, 'counts', 'profile' or a "
+                          "function of the output", argument="target", value=repr(spec))
     text = str(spec).strip()
     listing = _describe(outputs, unit_names)
     roles = _standard(outputs)
@@ -173,24 +173,23 @@ def _one(spec, outputs, unit_names, where) -> Target:
         output = names.index(text)
         units = math.prod(outputs[output].shape) if outputs[output].shape else 1
         if units != 1:
-            raise TargetError(f"target {text!r} is an output with {units} values per sequence; give one of them "
-                              f"as {text}:INDEX ({where}: {listing})", argument="target")
+            raise TargetError(f"target={text!r} is an output with {units} values per sequence; give one of them "
+                              f"as {text}:INDEX ({where}: {listing})", argument="target", value=text)
         return Target(text, output, "unit", 0)
     if len(outputs) == 1:
         if re.fullmatch(r"-?\d+", text):
             return Target(text, 0, "unit", _unit(int(text), outputs[0], text, where, listing))
         if unit_names and text in unit_names:
             return Target(text, 0, "unit", list(unit_names).index(text))
-    hint = f"{where}: {listing}" if unit_names or outputs[0].name else \
-        f"{where} declares no output names, use an index ({listing})"
-    raise TargetError(f"target {text!r} is not an output of the model; {hint}", argument="target", value=text)
+    hint = listing if unit_names or outputs[0].name else f"it declares no output names, use an index ({listing})"
+    raise TargetError(f"target={text!r} is not an output of {where}: {hint}", argument="target", value=text)
 
 
 def _unit(index: int, output, text, where, listing) -> int:
     units = math.prod(output.shape) if output.shape else 1
     if not -units <= index < units:
         which = f"output {output.name} has" if output.name else "it has"
-        raise TargetError(f"target {text} does not exist: {where}: {which} {units} value(s) per sequence "
+        raise TargetError(f"target={text} does not exist: in {where}, {which} {units} value(s) per sequence "
                           f"(indices 0 to {units - 1}); {listing}", argument="target", value=text)
     return index % units
 
@@ -220,7 +219,8 @@ def resolve_targets(outputs, specs: Sequence | object, *, unit_names=None, where
     for spec in items:
         target = _one(spec, outputs, unit_names, where)
         if any(_same(t, target, outputs) for t in targets):
-            raise TargetError(f"target {target.label} is given twice; give each target once", argument="target")
+            raise TargetError(f"target={target.label} is given twice; give each target once", argument="target",
+                              value=target.label)
         targets.append(target)
     return targets
 

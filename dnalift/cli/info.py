@@ -10,6 +10,7 @@ import click
 from dnalift.cli import _logging
 from dnalift.cli._errors import verbosity_options
 from dnalift.cli.score import _split_ops
+from dnalift.config import Layout, MaxRule, Mode
 
 log = logging.getLogger("dnalift.cli")
 
@@ -26,19 +27,22 @@ def _table(rows, columns) -> list[str]:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--rule", type=click.Choice(["rescale", "revealcancel", "genomics"]), default="rescale",
+@click.option("--rule", type=click.Choice(Mode.values()), default="rescale",
               show_default=True, help="The rule mode to show.")
-@click.option("--max-rule", type=click.Choice(["exact", "gradient"]), default="exact", show_default=True)
+@click.option("--max-rule", type=click.Choice(MaxRule.values()), default="exact", show_default=True)
 @click.option("--width", "input_length", type=click.IntRange(min=1), metavar="L",
               help="Sequence length to load the model for (needed when the file does not record it), as "
                    "`dnalift score --width`.")
+@click.option("--layout", type=click.Choice(Layout.values()), default="auto", show_default=True,
+              help="The model's input layout, as `dnalift score --layout`.")
 @click.option("--arch", metavar="package.module:Class", help="Architecture for a state_dict model file.")
 @click.option("--arch-kwargs", metavar="JSON", help="Keyword arguments of --arch, as a JSON object.")
 @click.option("--trust-model", is_flag=True, help="Allow loading a pickled model (runs code from the file).")
 @click.option("--allow-gradient", multiple=True, callback=_split_ops, metavar="OP[,OP...]",
               help="ATen ops without a rule to pass through with gradients.")
 @verbosity_options
-def info(model, rule, max_rule, input_length, arch, arch_kwargs, trust_model, allow_gradient, verbose, quiet):
+def info(model, rule, max_rule, input_length, layout, arch, arch_kwargs, trust_model, allow_gradient, verbose,
+         quiet):
     """List MODEL's ops (ATen), the DeepLIFT rule each gets and the source line that made it.
 
     Nothing is scored. Ops without a rule are listed as NO RULE and the command exits with 1; score such
@@ -57,7 +61,8 @@ def info(model, rule, max_rule, input_length, arch, arch_kwargs, trust_model, al
     from dnalift.errors import UnsupportedOpError
     from dnalift.models import load_model
 
-    m = load_model(model, arch=arch, arch_kwargs=arch_kwargs, trust=trust_model, input_length=input_length)
+    m = load_model(model, arch=arch, arch_kwargs=arch_kwargs, trust=trust_model, input_length=input_length,
+                   layout=layout)
     shape = ", ".join("L" if d is None else str(d) for d in m.input_shape)
     click.echo(f"model:   {model} ({m.format}, sha256 {m.sha256[:16]}...)")
     layout = "channels A,C,G,T first" if m.layout == "NCL" else "channels A,C,G,T last"

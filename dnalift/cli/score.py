@@ -10,7 +10,7 @@ import click
 
 from dnalift.cli import _logging
 from dnalift.cli._errors import verbosity_options
-from dnalift.config import Center, MaxRule, Mode, NPolicy, OffGenome, Precision
+from dnalift.config import Center, ControlInputs, Layout, MaxRule, Mode, NPolicy, OffGenome, Precision
 
 log = logging.getLogger("dnalift.cli")
 
@@ -67,9 +67,17 @@ def _on_sigterm(signum, frame):
                    "layers.")
 @click.option("--max-rule", type=click.Choice(MaxRule.values()), default="exact", show_default=True,
               help="Max pooling: the exact rule (sums to delta) or the original code's gradient rule.")
-@click.option("--target", "targets", multiple=True, metavar="INDEX|NAME",
-              help="Model output to explain, by index or by output name (default 0). Repeat to score "
-                   "several targets in one pass (one file each).")
+@click.option("--target", "targets", multiple=True, metavar="INDEX|NAME[:INDEX]|counts|profile",
+              help="Model output to explain (default 0): an index, an output name or NAME:INDEX for a model "
+                   "returning a tuple or dict, or a profile model's 'counts' or 'profile' (BPNet, ChromBPNet). "
+                   "Repeat to score several targets in one pass (one file each).")
+@click.option("--layout", type=click.Choice(Layout.values()), default="auto", show_default=True,
+              help="The model's input layout: channels first (n, 4, L), channels last (n, L, 4) as Enformer "
+                   "takes, or auto (found by running the model).")
+@click.option("--control-inputs", type=click.Choice(ControlInputs.values()), default="zeros",
+              show_default=True,
+              help="What inputs after the sequence get (control tracks, bpnet-lite's X_ctl): zeros, as "
+                   "`bpnet attribute` does, or refuse such models.")
 @click.option("--batch-size", type=click.IntRange(min=1), metavar="N",
               help="Sequence-reference pairs per batch (default: fits a memory budget).")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:i]",
@@ -102,7 +110,7 @@ def _on_sigterm(signum, frame):
               help="Sequences per chunk of the result file (default: about 1 MiB of scores).")
 @verbosity_options
 def score(model, seqs, output, regions, genome, width, center, off_genome, reference, n_refs, seed, rule,
-          max_rule, targets, batch_size, device, precision, no_normalize, n_policy, rc_average, shard, resume, force,
+          max_rule, targets, layout, control_inputs, batch_size, device, precision, no_normalize, n_policy, rc_average, shard, resume, force,
           arch, arch_kwargs, trust_model, allow_gradient, chunk_size, verbose, quiet):
     """Score every sequence of SEQS.fa (or every --regions window) with MODEL.
 
@@ -124,6 +132,8 @@ def score(model, seqs, output, regions, genome, width, center, off_genome, refer
       dnalift score model.pt seqs.fa -o scores.h5 --rule genomics --n-refs 50 --device cuda
       dnalift score model.pt2 --regions peaks.narrowPeak --genome hg38.fa --width 1000 \\
           --center summit --target 0 --target 3 -o peaks.h5      # peaks.0.h5, peaks.3.h5
+      dnalift score chrombpnet.pt --trust-model --regions peaks.narrowPeak --genome hg38.fa \
+          --center summit --target counts --target profile -o cbp.h5   # cbp.counts.h5, cbp.profile.h5
       dnalift score model.pt seqs.fa -o part2.h5 --shard 2-of-8  # then: dnalift merge part*.h5 -o all.h5
       dnalift score model.pt seqs.fa -o scores.h5 --resume       # finish an interrupted run
     """
@@ -152,7 +162,8 @@ def score(model, seqs, output, regions, genome, width, center, off_genome, refer
         targets=targets or (0,), batch_size=batch_size, device=device, precision=precision,
         normalize=not no_normalize, n_policy=n_policy, rc_average=rc_average, shard=shard, resume=resume,
         force=force, arch=arch, arch_kwargs=arch_kwargs, trust_model=trust_model, allow_gradient=allow_gradient,
-        chunk_size=chunk_size, command_line=_logging.command_line())
+        chunk_size=chunk_size, layout=layout, control_inputs=control_inputs,
+        command_line=_logging.command_line())
     progress = _logging.Progress("scoring")
     previous = None
     try:

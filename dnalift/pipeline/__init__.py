@@ -130,7 +130,7 @@ def _score_locked(config: ScoreConfig, progress, t0: float) -> ScoreSummary:
     try:
         fingerprint = scan(source)
         targets = resolve_targets(model, config.targets)
-        paths = output_paths(config.output, [label for _, label in targets])
+        paths = output_paths(config.output, [t.label for t in targets])
         for p in paths[1:] if len(paths) > 1 else ():
             check_not_input(p, config.input_files())
         for p in paths if len(paths) > 1 else ():
@@ -145,7 +145,7 @@ def _score_locked(config: ScoreConfig, progress, t0: float) -> ScoreSummary:
         n_resumed = _score_chunks(run, progress)
         seconds = time.perf_counter() - t0
         worst_value, worst_name = worst_delta(run.targets, run.paths)
-        return ScoreSummary(outputs=paths, targets=[label for _, label in targets], n_sequences=run.n_rows,
+        return ScoreSummary(outputs=paths, targets=[t.label for t in targets], n_sequences=run.n_rows,
                             n_scored=run.n_rows - n_resumed, n_resumed=n_resumed, n_skipped=len(source.skipped),
                             seconds=seconds, max_abs_delta=worst_value, worst=worst_name)
     finally:
@@ -173,16 +173,27 @@ def _attrs(run: _Run, fingerprint: str, shard: dict) -> dict:
     }
 
 
+def _target_attrs(model, target) -> dict:
+    """What a result file records of its target: the output, the unit index and name, or the standard target."""
+    names = list(model.output_shapes) if getattr(model, "output_shapes", None) else [""]
+    own = {"target_kind": target.how}
+    if names[target.output]:
+        own["target_output"] = names[target.output]
+    if target.how == "unit":
+        own["target_index"] = target.index
+        if model.output_names and len(names) == 1:
+            own["target_name"] = model.output_names[target.index]
+    return own
+
+
 def _open_writers(run: _Run, attrs: dict) -> None:
     from dnalift.io.store import ResultWriter, default_chunk_size, partial_path
 
     c = run.config
     chunk = c.chunk_size or min(MAX_CHUNK, default_chunk_size(run.source.length))
     try:
-        for (index, label), path in zip(run.targets, run.paths):
-            own = dict(attrs, target=label, target_index=index)
-            if run.model.output_names:
-                own["target_name"] = run.model.output_names[index]
+        for target, path in zip(run.targets, run.paths):
+            own = dict(attrs, target=target.label, **_target_attrs(run.model, target))
             fresh = not (c.resume and partial_path(path).exists())
             writer = ResultWriter(path, n=run.n_rows, length=run.source.length, attrs=own, chunk_size=chunk,
                                   regions=run.source.regions is not None, force=c.force, resume=c.resume,

@@ -91,53 +91,31 @@ def output_paths(output: str | os.PathLike, labels: Sequence[str]) -> list[Path]
     return [output.with_name(f"{stem}.{s}{suffix}") for s in safe]
 
 
-def resolve_targets(model, targets: Sequence) -> list[tuple[int, str]]:
-    """Targets given as indices or output names -> ``[(index, label), ...]``.
+def resolve_targets(model, targets: Sequence) -> list:
+    """The run's targets (indices, output names, ``NAME:INDEX``, ``counts``, ``profile``) against the model.
 
     Parameters
     ----------
     model : LoadedModel
     targets : sequence of int or str
-        Output indices (of the output flattened per row; negative counts from the end) or names from the
-        model's ``output_names``.
+
+    Returns
+    -------
+    list of :class:`~dnalift.attribution.targets.Target`
+        Each with its ``label`` (the per-target file name ``OUT.<label>.h5``).
 
     Raises
     ------
     TargetError
-        A target that is not an output of the model, or a target given twice (``argument="targets"``).
+        A target that is not an output of the model, or a target given twice.
     """
-    n_out = int(model.n_outputs)
-    names = list(model.output_names or ())
-    if names:
-        listing = f"its outputs are {', '.join(f'{i}={n}' for i, n in enumerate(names[:10]))}" + (
-            " ..." if len(names) > 10 else "")
-    else:
-        listing = f"indices 0 to {n_out - 1}" if n_out > 1 else "index 0"
-    info = f"`dnalift info {model.path or 'MODEL'}` lists them"
-    out: list[tuple[int, str]] = []
-    if not targets:
-        raise TargetError("no target given; give target=INDEX (or an output name)", argument="targets")
-    for spec in targets:
-        text = str(spec).strip()
-        if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
-            index = int(spec)
-        elif re.fullmatch(r"-?\d+", text):
-            index = int(text)
-        elif text in names:
-            index = names.index(text)
-        else:
-            hint = listing if names else f"the model declares no output names, use an index ({listing})"
-            raise TargetError(f"target={text!r} is not an output of {model.name}: {hint}; {info}",
-                              argument="targets", value=text)
-        if not -n_out <= index < n_out:
-            raise TargetError(f"target={text} does not exist: {model.name} has {n_out} output(s) per sequence "
-                              f"({listing}); {info}", argument="targets", value=text)
-        index %= n_out
-        if any(i == index for i, _ in out):
-            raise TargetError(f"target={text} is given twice (output {index}); give each target once",
-                              argument="targets", value=text)
-        out.append((index, text))
-    return out
+    from dnalift.attribution.engine import targets_of
+
+    try:
+        return targets_of(model, list(targets), where=model.name)
+    except TargetError as e:
+        raise TargetError(f"{e}; `dnalift info {model.path or 'MODEL'}` lists them", argument="targets",
+                          **e.details) from None
 
 
 def worst_delta(targets, paths) -> tuple[float, str | None]:
@@ -145,7 +123,8 @@ def worst_delta(targets, paths) -> tuple[float, str | None]:
     from dnalift.io.store import open_results
 
     worst_value, worst_name = float("nan"), None
-    for (_, label), path in zip(targets, paths):
+    for target, path in zip(targets, paths):
+        label = target.label
         with open_results(path) as r:
             for a, b in r.iter_chunks(65536):
                 d = np.abs(r.deltas(slice(a, b)).astype(np.float64))
