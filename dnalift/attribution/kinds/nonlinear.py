@@ -48,6 +48,12 @@ DERIVATIVES = {
 }
 
 
+#: piecewise-linear activations: ``dy / dx`` is a slope (or lies between two) for every ``dx != 0``, however small,
+#: so only ``dx == 0`` needs the derivative
+PIECEWISE_LINEAR = {"relu", "leaky_relu", "prelu", "_prelu_kernel", "relu6", "hardtanh", "clamp", "clamp_min",
+                    "clamp_max", "abs"}
+
+
 def derivative(step_name: str, fn, t: torch.Tensor, rest: tuple, kwargs: dict) -> torch.Tensor:
     """Elementwise derivative of ``fn(t, *rest)`` at ``t`` (same shape as ``t``)."""
     closed = DERIVATIVES.get(step_name)
@@ -61,7 +67,8 @@ def derivative(step_name: str, fn, t: torch.Tensor, rest: tuple, kwargs: dict) -
 
 
 def rescale_multiplier(step_name, fn, rest, kwargs, *, dx, dy, ref_in, eps, inplace=False) -> torch.Tensor:
-    """The Rescale multiplier ``dy / dx``; the derivative at the reference where ``|dx| < eps``.
+    """The Rescale multiplier ``dy / dx``; the derivative at the reference where ``|dx| < eps`` (where ``dx == 0``
+    for a piecewise-linear activation).
 
     Parameters
     ----------
@@ -72,12 +79,13 @@ def rescale_multiplier(step_name, fn, rest, kwargs, *, dx, dy, ref_in, eps, inpl
     inplace : bool
         Overwrite ``dx`` and ``dy`` (fresh temporaries) instead of allocating.
     """
+    exact_zero = step_name in PIECEWISE_LINEAR
     if inplace and not dy.requires_grad:
         m = dy.div_(dx)
-        small = dx.abs_() < eps
+        small = (dx == 0) if exact_zero else dx.abs_() < eps
     else:
         m = dy / dx
-        small = dx.abs() < eps
+        small = (dx == 0) if exact_zero else dx.abs() < eps
     replace_where(m, small, lambda rows: derivative(step_name, fn, ref_in[rows], rest, kwargs))
     return m
 
