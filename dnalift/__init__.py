@@ -39,7 +39,7 @@ def __getattr__(name):  # lazy imports keep `import dnalift` (and the CLI's star
         "references_from_fasta": "dnalift.references",
         "reverse_complement_sequence": "dnalift.encoding",
         "open_fasta": "dnalift.io.fasta",
-        "open_regions": "dnalift.io.fasta",
+        "open_regions": "dnalift.io.regions",
         "describe": "dnalift.attribution.engine",
         "open_results": "dnalift.io.store",
     }

@@ -346,7 +346,7 @@ CASES = [
                                                          "--n-refs", 2, "--chunk-size", 4, "--resume"], 1,
          ("cannot resume", "the sequences", "changed"), prepare=_copy_partial, keep=(".o.h5.partial.h5",)),
     Case("another run writes the output", _score("--chunk-size", 4, "--resume"), 1,
-         ("being written by another dnalift run", f"process"), prepare=_hold_lock,
+         ("being written by another dnalift run", "process"), prepare=_hold_lock,
          keep=(".o.h5.partial.h5", ".o.h5.lock")),
     Case("disk full before a chunk", _score("--chunk-size", 4), 1, ("no space left", "4 of 12 rows are kept",
                                                                     "--resume"),
