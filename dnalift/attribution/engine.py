@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import warnings
 import weakref
 from typing import Callable, Sequence
@@ -28,10 +27,10 @@ import numpy as np
 import torch
 
 from dnalift.attribution import hypothetical as hyp
-from dnalift.attribution.kinds.base import RunContext
-from dnalift.attribution.pairing import Pairing, near_zero_threshold
-from dnalift.attribution.parts import total
-from dnalift.attribution.plan import Plan, compile_plan, describe as describe_plan, program_outputs, resolve
+from dnalift.attribution.batching import auto_batch_size, batches, resolve_device
+from dnalift.attribution.pairing import Pairing
+from dnalift.attribution.plan import Plan, compile_plan, describe as describe_plan, program_outputs
+from dnalift.attribution.runner import Runner
 from dnalift.attribution.targets import Target, output_table, resolve_targets
 from dnalift.config import ControlInputs, MaxRule, Mode
 from dnalift.errors import ConservationWarning, ModelInputError, ReferenceInputError
@@ -132,135 +131,6 @@ def targets_of(model, specs, *, where: str | None = None) -> list[Target]:
     return resolve_targets(program_outputs(program), specs, unit_names=unit_names, where=name)
 
 
-# ------------------------------------------------------------------------------------------------ runs
-class _Runner:
-    """Runs a plan on batches of sequences and references."""
-
-    def __init__(self, plan: Plan, *, device: torch.device, dtype: torch.dtype):
-        self.plan = plan
-        self.device = device
-        self.dtype = dtype
-        self.eps = near_zero_threshold(dtype)
-        self.constants = plan.constants_on(device, dtype)
-        self.output_names = [o.node.name for o in plan.outputs]
-
-    def _start(self, inputs: torch.Tensor) -> dict:
-        env = dict(self.constants)
-        env[self.plan.input_name] = inputs
-        rows = inputs.shape[0]
-        for name, shape, _ in self.plan.control_inputs:
-            sizes = [inputs.shape[i + 1] if s < 0 and i + 1 < inputs.dim() else s for i, s in enumerate(shape)]
-            env[name] = torch.zeros((rows, *sizes), dtype=self.dtype, device=inputs.device)
-        return env
-
-    def _shaped(self, step, args, kwargs):
-        """A value that depends on the batch's shape only, floating values in the engine's dtype."""
-        value = step.run(args, kwargs)
-        if isinstance(value, torch.Tensor) and value.is_floating_point() and value.dtype != self.dtype:
-            value = value.to(self.dtype)
-        return value
-
-    def _free(self, env: dict, index: int):
-        for name in self.plan.released[index]:
-            env.pop(name, None)
-
-    def _outputs(self, env: dict) -> list:
-        """The outputs as targets see them (mean-normalised logits where the model ends in a softmax)."""
-        values = []
-        for output in self.plan.outputs:
-            value = env[output.node.name]
-            if output.softmax_dim is not None:
-                value = value - value.mean(dim=output.softmax_dim, keepdim=True)  # paper 2.5
-            values.append(value)
-        return values
-
-    def forward(self, inputs: torch.Tensor) -> dict:
-        """Plain forward of the sequences; returns the values in ``x_needed`` (no autograd)."""
-        env = self._start(inputs)
-        kept = {name: env[name] for name in self.plan.x_needed if name in env}
-        with torch.no_grad():
-            for index, step in enumerate(self.plan.steps):
-                args, kwargs = resolve(step.args, env), resolve(step.kwargs, env)
-                value = self._shaped(step, args, kwargs) if step.kind == "shape" else step.run(args, kwargs)
-                env[step.node.name] = value
-                if step.node.name in self.plan.x_needed:
-                    kept[step.node.name] = value
-                self._free(env, index)
-        return kept
-
-    def rescale_pass(self, refs: torch.Tensor, x_env: dict, pairing: Pairing):
-        """Reference forward with DeepLIFT backward functions; returns (reference input, outputs)."""
-        refs = refs.detach().requires_grad_(True)
-        env = self._start(refs)
-        ctx = RunContext(pairing, self.eps, self.plan.batch_dims, x_env, env)
-        for index, step in enumerate(self.plan.steps):
-            args, kwargs = resolve(step.args, env), resolve(step.kwargs, env)
-            if step.kind == "shape":
-                env[step.node.name] = self._shaped(step, args, kwargs)
-            else:
-                env[step.node.name] = step.rule.reference(step, args, kwargs, ctx)
-            self._free(env, index)
-        return refs, self._outputs(env)
-
-    def split_pass(self, refs: torch.Tensor, x_env: dict, pairing: Pairing, inputs: torch.Tensor):
-        """Reference forward (no autograd) beside the differences; returns (input diff, output diffs, outputs)."""
-        ref_env = self._start(refs)
-        difference = pairing.diff(inputs, refs, 0).detach().requires_grad_(True)
-        ctx = RunContext(pairing, self.eps, self.plan.batch_dims, x_env, ref_env, {self.plan.input_name: difference})
-        d_env = ctx.d_env
-        for index, step in enumerate(self.plan.steps):
-            with torch.no_grad():
-                args, kwargs = resolve(step.args, ref_env), resolve(step.kwargs, ref_env)
-                value = self._shaped(step, args, kwargs) if step.kind == "shape" else step.run(args, kwargs)
-            ref_env[step.node.name] = value
-            if step.kind != "shape":
-                deltas = [d_env.get(a.name) if isinstance(a, torch.fx.Node) else None for a in step.node.args]
-                d_env[step.node.name] = step.rule.difference(step, args, kwargs, deltas, ctx, value)
-            self._free(ref_env, index)
-            self._free(d_env, index)
-            ctx.release(self.plan.released[index])
-        d_out = [total(d_env[name]) for name in self.output_names]
-        return difference, d_out, self._outputs(ref_env)
-
-    def run(self, inputs: torch.Tensor, refs: torch.Tensor, pairing: Pairing, targets: list):
-        """Multipliers and target values for one batch.
-
-        Parameters
-        ----------
-        inputs : Tensor (n_c, *shape)
-        refs : Tensor (n_c * r_c, *shape)
-
-        Returns
-        -------
-        multipliers : list of Tensor (n_c * r_c, *shape), one per target
-        on_inputs : list of Tensor (n_c,)
-        on_refs : list of Tensor (n_c * r_c,)
-        """
-        x_env = self.forward(inputs)
-        x_out = self._outputs(x_env)
-        weights = [t.weights(x_out[t.output]) for t in targets]
-        on_inputs = [t(x_out, w) for t, w in zip(targets, weights)]
-        ref_weights = [pairing.expand(w, 0) if w is not None else None for w in weights]
-        dims = [self.plan.batch_dims.get(o.node.name) or 0 for o in self.plan.outputs]
-        with torch.enable_grad():
-            if not self.plan.split_pass:
-                leaf, ref_out = self.rescale_pass(refs, x_env, pairing)
-                values = [t(ref_out, w) for t, w in zip(targets, ref_weights)]
-                on_refs = [v.detach() for v in values]
-            else:
-                leaf, d_out, ref_out = self.split_pass(refs, x_env, pairing, inputs)
-                on_refs = [t(ref_out, w) for t, w in zip(targets, ref_weights)]
-                x_rep = [pairing.expand(x, d) for x, d in zip(x_out, dims)]
-                below = [x - d for x, d in zip(x_rep, d_out)]
-                values = [t(x_rep, w) - t(below, w) for t, w in zip(targets, ref_weights)]
-            multipliers = []
-            for i, value in enumerate(values):
-                (grad,) = torch.autograd.grad(value.sum(), leaf, retain_graph=i < len(values) - 1,
-                                              allow_unused=True)
-                multipliers.append(torch.zeros_like(leaf) if grad is None else grad)
-        return multipliers, on_inputs, on_refs
-
-
 # ---------------------------------------------------------------------------------------------- inputs
 def _as_tensor(value, name: str, dtype) -> torch.Tensor:
     if isinstance(value, np.ndarray):
@@ -268,59 +138,6 @@ def _as_tensor(value, name: str, dtype) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a numpy array or a torch tensor, not {type(value).__name__}")
     return value.detach().to(dtype)
-
-
-def resolve_device(device) -> torch.device:
-    """``"auto"`` -> CUDA when PyTorch sees one, else the CPU; a CUDA device that is not there is refused."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ModelInputError("device cuda was asked for but PyTorch sees no CUDA device here; use device cpu",
-                              argument="device", value=str(device))
-    return device
-
-
-#: the CPU's memory budget for one batch and the most rows in it: past about a thousand rows a batch no longer
-#: gains from amortising per-op overhead and loses to cache misses (benchmarks/README.md, batch sizes)
-CPU_BUDGET = 1 << 30
-CPU_MAX_ROWS = 1024
-CUDA_MAX_ROWS = 16384
-
-
-def auto_batch_size(plan: Plan, *, device: torch.device, dtype: torch.dtype) -> int:
-    """Rows (sequence-reference pairs) per batch so that the saved activations fit a memory budget.
-
-    The budget is 1 GiB on the CPU and a quarter of the free memory on a GPU; a row costs about three times
-    the sum of the sizes of every activation in the graph (values, multipliers, gradients).
-    """
-    per_row = 0
-    for step in plan.steps:
-        value = step.node.meta.get("val")
-        if isinstance(value, (tuple, list)):
-            value = value[0] if value else None
-        shape = getattr(value, "shape", None)
-        if shape is None or not len(shape):
-            continue
-        sizes = [int(s) if not isinstance(s, torch.SymInt) or str(s).isdigit() else 1 for s in shape]
-        per_row += math.prod(sizes)
-    per_row = max(per_row, 1) * torch.tensor([], dtype=dtype).element_size() * 3
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(max(1, min(CUDA_MAX_ROWS, (free // 4) // per_row)))
-    return int(max(1, min(CPU_MAX_ROWS, CPU_BUDGET // per_row)))
-
-
-def _batches(n: int, r: int, rows: int):
-    """Yield (sequence slice, reference slice) so that each batch has at most ``rows`` pairs."""
-    if r <= rows:
-        per = max(1, rows // r)
-        for start in range(0, n, per):
-            yield slice(start, min(n, start + per)), slice(0, r)
-    else:
-        for i in range(n):
-            for start in range(0, r, rows):
-                yield slice(i, i + 1), slice(start, min(r, start + rows))
 
 
 def _check_inputs(X, R, dtype):
@@ -406,11 +223,11 @@ def attribute(model, X, references, *, target=0, rule: str = "rescale", max_rule
                               f"({', '.join(c[0] for c in plan.control_inputs)}); give control_inputs='zeros' to "
                               "score it with all-zero control tracks", argument="control_inputs")
     device = resolve_device(device)
-    runner = _Runner(plan, device=device, dtype=dtype)
+    runner = Runner(plan, device=device, dtype=dtype)
     rows = batch_size or auto_batch_size(plan, device=device, dtype=dtype)
     targets, single = _targets(plan, target, unit_names, getattr(model, "name", "the model"))
     sums = _Sums(n, len(targets), X, layout, dtype)
-    for seqs, ref_slice in _batches(n, r, rows):
+    for seqs, ref_slice in batches(n, r, rows):
         inputs = X[seqs].to(device)
         refs = R[seqs, ref_slice].to(device)
         pairing = Pairing(refs.shape[0], refs.shape[1])
