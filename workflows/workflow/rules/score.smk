@@ -2,11 +2,16 @@
 
 
 rule score_shard:
-    """DeepLIFT scores of one contiguous block of the sequences (`dnalift score --shard i-of-N`). A job
-    killed part way leaves a hidden partial file that the next run continues from (score.resume)."""
+    """DeepLIFT scores of one contiguous block of the sequences (`dnalift score --shard i-of-N`). A job killed
+    part way leaves a hidden partial file beside its output; scripts/resume_or_restart.py makes the next run
+    finish it with --resume when it was made by the same command (and no input changed since), and start the
+    shard afresh with --force otherwise (e.g. after score.n_refs changed)."""
     input:
         unpack(sequence_inputs),
         model=config["model"],
+        # a helper, not data: Snakemake records its real path (not the per-run cache copy it runs from) and
+        # reruns the shards only when the helper itself changes
+        resume_or_restart=workflow.source_path("../scripts/resume_or_restart.py"),
     output:
         f"{OUT}/shards/scores.{{shard}}.h5",
     log:
@@ -15,14 +20,18 @@ rule score_shard:
         dnalift=DNALIFT,
         sequences=sequence_args(),
         options=score_options(),
+        policy=resume_policy,
+        watched=watched_inputs,
     threads: SCORE["threads"]
     resources:
         mem_mb=SCORE["mem_mb"],
         runtime=SCORE["runtime"],
+        **SHARD_GPU,
     conda:
         ENV
     shell:
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} "
+        "python {input.resume_or_restart:q} {params.policy} {params.watched} -- "
         "{params.dnalift} score {input.model:q} {params.sequences} {params.options} "
         "--shard {wildcards.shard} -o {output:q} > {log:q} 2>&1"
 
