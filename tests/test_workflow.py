@@ -32,7 +32,8 @@ SCORES_ONLY = {**DEMO_CONFIG, "logos": {"top_k": 0}, "modisco": {"enabled": Fals
 DATASETS = ("raw/seq", "shap/seq", "projected_shap/seq", "predictions", "reference_predictions", "deltas")
 
 
-def snakemake(workdir: Path, *args, config: dict | None = None, timeout: int = 600, env: dict | None = None):
+def snakemake(workdir: Path, *args, config: dict | None = None, timeout: int = 600, env: dict | None = None,
+              snakefile: Path = WF / "workflow" / "Snakefile"):
     """Run snakemake on the workflow in ``workdir`` with the test configuration, updated by ``config`` (written
     to a second config file: later config files override earlier ones, nested keys one by one)."""
     configs = [str(WF / "config" / "test.yaml")]
@@ -40,7 +41,7 @@ def snakemake(workdir: Path, *args, config: dict | None = None, timeout: int = 6
         extra = workdir / "override.yaml"
         extra.write_text(yaml.safe_dump(config))
         configs.append(str(extra))
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(WF / "workflow" / "Snakefile"), "-d", str(workdir),
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "-d", str(workdir),
            "--configfile", *configs, *args]
     env = dict(os.environ if env is None else env)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
@@ -159,16 +160,7 @@ def test_dry_run_lists_the_jobs_and_their_commands(tmp_path):
     # on the cpu no job asks for a GPU
     assert ["gpu" in job for job in job_resources(res.stdout, "score_shard")] == [False, False]
 
-    score = [line for line in res.stdout.splitlines() if " score " in line and "--shard 1-of-2" in line]
-    assert score, res.stdout
-    helper, command = score[0].split(" -- ", 1)
-    assert re.search(r"python \S+/scripts/resume_or_restart\.py ", helper)
-    assert f"--input {DEMO / 'test.fa'} --input {DEMO / 'model.pt'}" in helper
-    for option in ("--reference dinuc", "--n-refs 5", "--seed 0", "--rule rescale", "--max-rule gradient",
-                   "--target 0", "--device cpu"):
-        assert option in command
-    # the helper adds --resume or --force when the job runs
-    assert "--resume" not in command and "--force" not in command
+    # score_shard is a script (its command is in each shard's log, checked end to end); the others print theirs
     assert re.search(r"dnalift merge .*scores\.1-of-2\.h5 .*scores\.2-of-2\.h5 -o results/test/scores\.h5",
                      res.stdout)
     assert re.search(r"modisco report --n_examples 1 -m \S+demo_motifs\.meme -n 1 -l -i results/test/modisco/"
@@ -192,11 +184,10 @@ def test_dry_run_with_regions_adds_the_bigwig(tmp_path):
     counts = job_counts(res.stdout)
     assert counts["score_shard"] == 3 and counts["bigwig"] == 1
     assert "modisco_motifs" not in counts
-    assert f"--regions {bed} --genome {genome} --width 200 --center mid" in res.stdout
     assert f"--format bigwig --genome {genome}" in res.stdout
     # a FASTA of references is an input of the shards: a change to it reruns them
     shard_inputs = re.search(r"rule score_shard:\n\s+input: (.*)", res.stdout).group(1)
-    assert str(refs) in shard_inputs and f"--input {refs}" in res.stdout
+    assert shard_inputs.split(", ") == [str(bed), str(genome), str(refs), str(DEMO / "model.pt")]
 
 
 @pytest.mark.parametrize("config, message", [
@@ -317,9 +308,14 @@ def test_end_to_end_on_the_demo(demo_run, tmp_path):
     # the per-base scores sum to prediction - mean reference prediction: here only checked to be nonzero and
     # confined to the observed bases
     assert np.all(projected[raw == 0] == 0) and np.abs(projected).sum() > 0
-    # each shard's log says how it started (no partial file: afresh)
-    log = (out / "logs" / "score.1-of-2.log").read_text()
-    assert "no partial file" in log and "--resume" in log
+    # each shard's log says how it started (no partial file: afresh) and the command, with the options
+    decision, command = (out / "logs" / "score.1-of-2.log").read_text().splitlines()[:2]
+    assert decision.startswith("resume_or_restart: no partial file") and decision.endswith("(--resume)")
+    assert command.startswith(f"command: dnalift score {DEMO / 'model.pt'} {DEMO / 'test.fa'} ")
+    for option in ("--reference dinuc", "--n-refs 5", "--seed 0", "--rule rescale", "--max-rule exact",
+                   "--target 0", "--device cpu", "--precision float32", "--n-policy zero",
+                   "--shard 1-of-2 -o results/test/shards/scores.1-of-2.h5 --resume"):
+        assert f" {option}" in command, option
 
     # sharding changes nothing: an unsharded run of the sequences either side of the shard boundary (references
     # are seeded per sequence name) gives their scores
@@ -363,7 +359,7 @@ def test_end_to_end_on_the_demo(demo_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_second_run_does_nothing(demo_run):
+def test_second_run_does_nothing(demo_run, tmp_path):
     """Rerunning the finished demo unchanged runs no job and touches no file, by Snakemake's own account."""
     workdir, _ = demo_run
     before = mtimes(workdir / "results")
@@ -375,8 +371,12 @@ def test_second_run_does_nothing(demo_run):
     rerun = snakemake(workdir, "--cores", "2", config=DEMO_CONFIG)
     assert rerun.returncode == 0, rerun.stderr
     assert "Nothing to be done" in rerun.stdout + rerun.stderr
-    # switching score.resume changes how an unfinished shard starts, not a finished one: still nothing to do
-    toggled = snakemake(workdir, "-n", config={**DEMO_CONFIG, "score": {"resume": False}})
+    # switching score.resume changes how an unfinished shard starts, not a finished one; and where the workflow's
+    # files are is no part of any job's record: still nothing to do with the workflow copied elsewhere
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(WF / "workflow", moved / "workflow")  # copy2: the files keep their modification times
+    toggled = snakemake(workdir, "-n", config={**DEMO_CONFIG, "score": {"resume": False}},
+                        snakefile=moved / "workflow" / "Snakefile")
     assert "Nothing to be done" in toggled.stdout + toggled.stderr, toggled.stdout
     assert mtimes(workdir / "results") == before
 
@@ -481,6 +481,8 @@ def test_end_to_end_regions_to_bigwig(tmp_path):
         starts = f["regions/start"][:]
         projected = f["projected_shap/seq"][:].sum(axis=1)  # (12, 200)
     assert starts.tolist() == [int(line.split("\t")[1]) for line in bed]
+    command = (out / "logs" / "score.2-of-2.log").read_text().splitlines()[1]
+    assert f" --regions {tmp_path / 'regions.bed'} --genome {tmp_path / 'genome.fa'} --width 200 --center mid " in command
     bw = pyBigWig.open(str(out / "scores.bw"))
     try:
         assert bw.chroms() == {"chr1": len(genome)}

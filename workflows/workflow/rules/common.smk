@@ -75,7 +75,8 @@ def sequence_args():
 
 def score_options():
     """Options shared by every shard; they must be equal for `dnalift merge` to accept the shards. Neither
-    --resume nor --force: scripts/resume_or_restart.py adds one of them when the job runs."""
+    --resume nor --force: scripts/resume_or_restart.py adds one of them when the job runs (so score.resume is
+    not among the recorded parameters, and switching it reruns no finished shard)."""
     opts = [
         f"--reference {q(SCORE['reference'])}",
         f"--n-refs {SCORE['n_refs']}",
@@ -110,21 +111,6 @@ def uses_gpu(device: str) -> bool:
 #: resources of a shard job beyond memory and time: one GPU when it scores on cuda (`gpu`, the name Snakemake's
 #: local scheduler (--resources gpu=1) and the SLURM executor plugin (sbatch --gpus) use)
 SHARD_GPU = {"gpu": 1} if uses_gpu(SCORE["device"]) else {}
-
-
-def resume_policy(wildcards, output):
-    """The first options of scripts/resume_or_restart.py: `--restart` when score.resume is false.
-
-    A function of the output only so that Snakemake does not record it among the rule's parameters (it keeps
-    no provenance for parameters derived from input or output): switching score.resume decides how an
-    unfinished shard restarts, not what a finished one holds, and must not rerun finished shards."""
-    return "" if SCORE["resume"] else "--restart"
-
-
-def watched_inputs(wildcards, input):
-    """`--input FILE` for each data file of a shard job (model, sequences, references), for
-    scripts/resume_or_restart.py: a partial file started before one of them changed is not resumed."""
-    return " ".join(f"--input {q(path)}" for name, path in input.items() if name != "resume_or_restart")
 
 
 def npz_width(wildcards, input):

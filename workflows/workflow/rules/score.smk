@@ -3,15 +3,13 @@
 
 rule score_shard:
     """DeepLIFT scores of one contiguous block of the sequences (`dnalift score --shard i-of-N`). A job killed
-    part way leaves a hidden partial file beside its output; scripts/resume_or_restart.py makes the next run
-    finish it with --resume when it was made by the same command (and no input changed since), and start the
-    shard afresh with --force otherwise (e.g. after score.n_refs changed)."""
+    part way leaves a hidden partial file beside its output; scripts/resume_or_restart.py runs the command with
+    --resume when that file was made by the same command (and no input changed since), so the next run finishes
+    it, and with --force otherwise (e.g. after score.n_refs changed), so the shard starts afresh. The decision
+    and the command are the first lines of the log."""
     input:
         unpack(sequence_inputs),
         model=config["model"],
-        # a helper, not data: Snakemake records its real path (not the per-run cache copy it runs from) and
-        # reruns the shards only when the helper itself changes
-        resume_or_restart=workflow.source_path("../scripts/resume_or_restart.py"),
     output:
         f"{OUT}/shards/scores.{{shard}}.h5",
     log:
@@ -20,8 +18,6 @@ rule score_shard:
         dnalift=DNALIFT,
         sequences=sequence_args(),
         options=score_options(),
-        policy=resume_policy,
-        watched=watched_inputs,
     threads: SCORE["threads"]
     resources:
         mem_mb=SCORE["mem_mb"],
@@ -29,11 +25,8 @@ rule score_shard:
         **SHARD_GPU,
     conda:
         ENV
-    shell:
-        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} "
-        "python {input.resume_or_restart:q} {params.policy} {params.watched} -- "
-        "{params.dnalift} score {input.model:q} {params.sequences} {params.options} "
-        "--shard {wildcards.shard} -o {output:q} > {log:q} 2>&1"
+    script:
+        "../scripts/resume_or_restart.py"
 
 
 rule merge:

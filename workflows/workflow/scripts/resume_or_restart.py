@@ -1,31 +1,33 @@
-"""Run one `dnalift score` job of the workflow so that it finishes an interrupted run when it can and starts
-afresh when it cannot.
+"""Run one `dnalift score --shard` job of the workflow (Snakemake's ``script:`` of rule score_shard) so that it
+finishes an interrupted run when it can and starts afresh when it cannot.
 
-    python resume_or_restart.py [--restart] [--input FILE ...] -- dnalift score MODEL SEQS ... -o OUT.h5
-
-The command after ``--`` is run (this process is replaced by it) with one option added:
+The rule's command (``params``: dnalift, sequences, options; ``--shard`` and ``-o`` from the job) is run, this
+process replaced by it, with one option added:
 
 ``--resume``
     when there is no partial file, or the partial file ``.OUT.h5.partial.h5`` of an interrupted run was made
-    by the same command and no ``--input`` file changed since it was started: the run keeps its complete
-    chunks and computes the others;
+    by the same command and no input (model, sequences, genome, references) changed since it was started: the
+    run keeps its complete chunks and computes the others;
 ``--force``
     when the partial file was made by another command (other options: ``score.n_refs``, ``score.rule``...),
-    an input changed after it was started, or ``--restart`` (score.resume: false) is given: the shard starts
-    afresh and the stale partial file is replaced.
+    an input changed after it was started, or score.resume is false: the shard starts afresh and the stale
+    partial file is replaced.
 
 What it relies on, all of it documented by ``dnalift score``: the partial file's name, its root attributes
 ``command_line`` (the command as typed, ``dnalift score ...``) and ``created`` (ISO 8601 time it was
 started), ``--resume`` refusing a partial file made with other options and ``--force`` starting afresh. Any
 difference of the command besides ``--resume``/``--force`` and verbosity counts as a change. When the partial
 file cannot be read (damaged, or held by a live run), ``--resume`` is used and ``dnalift score`` decides: it
-starts over from a damaged file and refuses to touch a live one. The decision is written to stderr (the job's
-log) before the command starts.
+starts over from a damaged file and refuses to touch a live one. The decision and the command are the first
+lines of the job's log.
+
+A ``script:`` rather than a shell command calling this file, so that no path of the workflow's own files is
+part of what Snakemake records for a job (moving the workflow reruns nothing); Snakemake reruns the shards when
+this file is newer than their outputs.
 """
 
-from __future__ import annotations
-
-import argparse
+# (no `from __future__` import: Snakemake puts its preamble before the script; the annotations work as they are
+# from Python 3.10)
 import datetime as dt
 import difflib
 import os
@@ -52,7 +54,7 @@ def output_of(command: list[str]) -> str:
             return command[i + 1]
         if arg.startswith("--output="):
             return arg.split("=", 1)[1]
-    raise SystemExit("resume_or_restart.py: the command has no -o OUTPUT")
+    raise ValueError(f"no -o OUTPUT in {shlex.join(command)}")
 
 
 def comparable(args: list[str]) -> list[str]:
@@ -71,8 +73,7 @@ def differences(old: list[str], new: list[str]) -> str:
             continue
         option_before = i1 > 0 and j1 > 0 and old[i1 - 1] == new[j1 - 1] and old[i1 - 1].startswith("-")
         shift = 1 if option_before else 0
-        a, b = old[i1 - shift:i2], new[j1 - shift:j2]
-        parts.append(f"{shlex.join(a) or 'nothing'}, now {shlex.join(b) or 'nothing'}")
+        parts.append(f"{shlex.join(old[i1 - shift:i2]) or 'nothing'}, now {shlex.join(new[j1 - shift:j2]) or 'nothing'}")
     return "; ".join(parts)
 
 
@@ -91,8 +92,30 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _timestamp(created: str | None) -> float | None:
+    if not created:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(created)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return when.timestamp()
+
+
 def decide(command: list[str], *, inputs: list[str], restart: bool) -> tuple[str, str]:
-    """The option to add to ``command`` (``--resume`` or ``--force``) and why."""
+    """The option to add to a `dnalift score` command (``--resume`` or ``--force``) and why.
+
+    Parameters
+    ----------
+    command : list of str
+        The command line, ``-o OUTPUT`` included, without ``--resume``/``--force``.
+    inputs : list of str
+        The files it reads: a partial file started before one of them changed is not resumed.
+    restart : bool
+        Always start afresh (score.resume is false).
+    """
     partial = partial_path(output_of(command))
     if restart:
         return "--force", "score.resume is false: starting afresh"
@@ -114,34 +137,25 @@ def decide(command: list[str], *, inputs: list[str], restart: bool) -> tuple[str
     return "--resume", f"{partial} was made by the same command: finishing it"
 
 
-def _timestamp(created: str | None) -> float | None:
-    if not created:
-        return None
+def run_job(smk) -> None:
+    """Compose the job's command, decide, write both to the log and replace this process with the command."""
+    command = [*shlex.split(smk.params.dnalift), "score", smk.input.model, *shlex.split(smk.params.sequences),
+               *shlex.split(smk.params.options), "--shard", smk.wildcards.shard, "-o", smk.output[0]]
+    flag, reason = decide(command, inputs=list(smk.input), restart=not smk.config["score"]["resume"])
+    log = os.open(smk.log[0], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    print(f"resume_or_restart: {reason} ({flag})", flush=True)
+    print(f"command: {shlex.join(command + [flag])}", flush=True)
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(smk.threads)
     try:
-        when = dt.datetime.fromisoformat(created)
-    except ValueError:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    return when.timestamp()
+        os.execvp(command[0], command + [flag])
+    except OSError as e:
+        sys.exit(f"cannot run {command[0]} ({e.strerror}): set `dnalift` in the configuration or put it on PATH")
 
 
-def main(argv: list[str]) -> None:
-    if "--" not in argv:
-        raise SystemExit("usage: resume_or_restart.py [--restart] [--input FILE ...] -- dnalift score ...")
-    split = argv.index("--")
-    parser = argparse.ArgumentParser(prog="resume_or_restart.py")
-    parser.add_argument("--restart", action="store_true", help="always start afresh (score.resume: false)")
-    parser.add_argument("--input", action="append", default=[], help="a file the command reads")
-    options = parser.parse_args(argv[:split])
-    command = argv[split + 1:]
-    if not command:
-        raise SystemExit("resume_or_restart.py: no command after --")
-    flag, reason = decide(command, inputs=options.input, restart=options.restart)
-    print(f"resume_or_restart: {reason} ({flag})", file=sys.stderr, flush=True)
-    print(f"command: {shlex.join(command + [flag])}", file=sys.stderr, flush=True)
-    os.execvp(command[0], command + [flag])
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
+if "snakemake" in globals():
+    run_job(snakemake)  # noqa: F821 (defined by Snakemake)
+elif __name__ == "__main__":
+    sys.exit("resume_or_restart.py is the script of the workflow's score_shard rule; run the workflow")
