@@ -425,21 +425,22 @@ def test_cluster_executor_gives_the_local_scores(demo_run, tmp_path):
     pytest.importorskip("snakemake_executor_plugin_cluster_generic")
     workdir, _ = demo_run
     batch = f"{sys.executable} {LOCAL_BATCH}"
-    res = snakemake(
-        tmp_path, "--executor", "cluster-generic", "--jobs", "3", "--seconds-between-status-checks", "1",
-        "--default-resources", "mem_mb=1000", "runtime=10",  # as profiles/slurm gives the small steps
-        "--cluster-generic-submit-cmd",
-        f"{batch} submit --cpus {{threads}} --mem-mb {{resources.mem_mb}} --time {{resources.runtime}} "
-        f"--job-name {{rule}}",
-        "--cluster-generic-status-cmd", f"{batch} status",
-        "--cluster-generic-cancel-cmd", str(WF / "cluster" / "local_cancel"),
-        config=SCORES_ONLY, timeout=600)
-    jobs = sorted((tmp_path / ".local-batch").glob("*"))
     try:
-        assert res.returncode == 0, failure(res, tmp_path) + "".join(
-            (job / "output.log").read_text()[-2000:] for job in jobs)
-    finally:  # never leave a detached job behind
-        subprocess.run([str(WF / "cluster" / "local_cancel"), *[job.name for job in jobs]], cwd=tmp_path)
+        res = snakemake(
+            tmp_path, "--executor", "cluster-generic", "--jobs", "3", "--seconds-between-status-checks", "1",
+            "--default-resources", "mem_mb=1000", "runtime=10",  # for the merge, as profiles/slurm's defaults
+            "--cluster-generic-submit-cmd",
+            f"{batch} submit --cpus {{threads}} --mem-mb {{resources.mem_mb}} --time {{resources.runtime}} "
+            f"--job-name {{rule}}",
+            "--cluster-generic-status-cmd", f"{batch} status",
+            "--cluster-generic-cancel-cmd", str(WF / "cluster" / "local_cancel"),
+            config=SCORES_ONLY, timeout=600)
+    finally:  # never leave a detached job behind (those that ended are left alone)
+        jobs = sorted((tmp_path / ".local-batch").glob("*"))
+        if jobs:
+            subprocess.run([str(WF / "cluster" / "local_cancel"), *[job.name for job in jobs]], cwd=tmp_path)
+    assert res.returncode == 0, failure(res, tmp_path) + "".join(
+        (job / "output.log").read_text()[-2000:] for job in jobs)
     assert_same_scores(tmp_path / "results" / "test" / "scores.h5", workdir / "results" / "test" / "scores.h5")
     # one job per shard and one for the merge, each with the resources it declared, its exit status and its log
     assert sorted(job.name.split(".")[0] for job in jobs) == ["merge", "score_shard", "score_shard"]
