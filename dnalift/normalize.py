@@ -44,6 +44,10 @@ import torch
 import torch.nn as nn
 from torch.fx.node import map_arg
 
+from dnalift.attribution import registry
+from dnalift.attribution.kinds.base import op_name
+from dnalift.attribution.kinds.bookkeeping import Meta, NoValue
+from dnalift.attribution.kinds.linear import Identity
 from dnalift.errors import DnaliftError
 from dnalift.models import LoadedModel, export_module, unlift
 
@@ -53,26 +57,35 @@ log = logging.getLogger(__name__)
 
 aten = torch.ops.aten
 
-#: ops that only move, copy, cast or select entries (or are identities in eval mode)
-_LAYOUT_OPS = {
-    aten.permute, aten.transpose, aten.t, aten.view, aten._unsafe_view, aten.reshape, aten.flatten,
-    aten.unflatten, aten.unsqueeze, aten.squeeze, aten.contiguous, aten.clone, aten.alias, aten.detach,
-    aten.lift_fresh_copy, aten._to_copy, aten.to, aten.type_as, aten.dropout, aten.feature_dropout,
-    aten.alpha_dropout, aten.feature_alpha_dropout, aten.flip, aten.roll, aten.slice, aten.narrow, aten.select,
-    aten.movedim, aten.swapaxes, aten.swapdims, aten.constant_pad_nd, aten.pad, aten.reflection_pad1d,
-    aten.reflection_pad2d, aten.replication_pad1d, aten.replication_pad2d, aten._pad_circular, aten.cat,
-    aten.index, aten.index_select, aten.view_as, aten.reshape_as, aten.split, aten.split_with_sizes,
-    aten.chunk, aten.unbind, aten.tensor_split,
-}
-#: layout ops evaluated as identities on the id tensor (casts would round the ids; dropout is eval-mode)
-_IDENTITY_OPS = {
-    aten._to_copy, aten.to, aten.type_as, aten.dropout, aten.feature_dropout, aten.alpha_dropout,
-    aten.feature_alpha_dropout, aten.clone, aten.contiguous, aten.alias, aten.detach, aten.lift_fresh_copy,
-}
-_CONV_OPS = {aten.conv1d, aten.conv2d, aten.convolution, aten._convolution}
 _LINEAR_OPS = {aten.linear}
 _MATMUL_OPS = {aten.mm, aten.matmul, aten.addmm}
-_SHAPE_QUERIES = {aten.sym_size, aten.sym_numel, aten.sym_stride, aten.sym_storage_offset, aten._assert_tensor_metadata}
+
+
+def _rule(node):
+    return registry.rule_for(op_name(node.target)) if node.op == "call_function" else None
+
+
+def _moves_values(node) -> bool:
+    """Only moves, copies, selects or reorders entries (the registry's ``moves_values``)."""
+    rule = _rule(node)
+    return bool(rule and rule.moves_values)
+
+
+def _is_identity(node) -> bool:
+    """Returns its input's values (casts, copies, eval-mode dropout): evaluated as the identity on column ids."""
+    rule = _rule(node)
+    return bool(rule and isinstance(rule.kind, Identity))
+
+
+def _is_conv(node) -> bool:
+    rule = _rule(node)
+    return bool(rule and rule.role is registry.Role.CONV)
+
+
+def _reads_shape_only(node) -> bool:
+    """Shape queries, metadata checks and ``zeros_like``-style ops: they read no value."""
+    rule = _rule(node)
+    return bool(rule and (rule.shape_only or (isinstance(rule.kind, (Meta, NoValue)) and rule.op != "getitem")))
 
 
 class _Blocked(Exception):
@@ -131,7 +144,8 @@ def normalize_first_layer(model: LoadedModel) -> LoadedModel:
     _drop_unused_attributes(gm, erased)
     gm.graph.lint()
     gm.recompile()
-    program = export_module(gm, model.input_shape, dtype=model.input_dtype, where=where)
+    program = export_module(gm, model.input_shape, control_shapes=tuple(model.control_shapes or ()),
+                            dtype=model.input_dtype, where=where)
     log.info("%s: normalised the weights of %s", where, ", ".join(_describe(n) for n in done))
     return dataclasses.replace(model, program=program, normalized=True)
 
@@ -146,9 +160,10 @@ def _packet(node):
 
 
 def _input_node(gm, where):
+    """The sequence input: the graph's first input (the others are control tracks)."""
     inputs = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    if len(inputs) != 1:
-        raise DnaliftError(f"{where}: expected one input in the model's graph, found {len(inputs)}")
+    if not inputs:
+        raise DnaliftError(f"{where}: the model's graph has no input")
     return inputs[0]
 
 
@@ -188,7 +203,7 @@ def _set_arg(node, name, value) -> None:
 def _data_arg(node):
     """Name of the argument that carries the activation into an affine op."""
     p = _packet(node)
-    if p in _CONV_OPS or p in _LINEAR_OPS:
+    if _is_conv(node) or p in _LINEAR_OPS:
         return "input", "weight"
     if p is aten.addmm:
         return "mat1", "mat2"
@@ -227,7 +242,7 @@ def _first_layers(gm, x_node):
             blockers.append(node)
             continue
         p = _packet(node)
-        if p in _SHAPE_QUERIES:
+        if _reads_shape_only(node):
             continue
         if node.target is operator.getitem:
             path.add(node)
@@ -240,7 +255,7 @@ def _first_layers(gm, x_node):
             else:
                 blockers.append(node)
             continue
-        if p in _LAYOUT_OPS:
+        if _moves_values(node):
             args = _op_args(node)
             if p is aten.cat:
                 ok = all(isinstance(t, torch.fx.Node) and t in path for t in args["tensors"])
@@ -306,7 +321,7 @@ class _Evaluator:
         if node.op != "call_function":
             raise _Blocked(f"cannot follow {node.op} {node.target}")
         p = _packet(node)
-        if p in _IDENTITY_OPS:
+        if _is_identity(node):
             return self(node.args[0])
         if p is aten.constant_pad_nd:
             if _op_args(node)["value"] not in (0, 0.0):
@@ -337,6 +352,7 @@ class _Plan:
 
 def _plan(gm, layer, ev: _Evaluator) -> _Plan:
     p = _packet(layer)
+    conv = _is_conv(layer)
     data_name, weight_name = _data_arg(layer)
     args = _op_args(layer)
     u = ev(args[data_name])
@@ -346,7 +362,7 @@ def _plan(gm, layer, ev: _Evaluator) -> _Plan:
         raise _Blocked("input or weight is not a tensor")
     if not weight.dtype.is_floating_point:
         raise _Blocked("integer weights")
-    if p in _CONV_OPS:
+    if conv:
         if args.get("transposed"):
             raise _Blocked("transposed convolution")
         if args.get("groups", 1) != 1:
@@ -388,14 +404,14 @@ def _plan(gm, layer, ev: _Evaluator) -> _Plan:
         if not torch.equal(per_pos, per_pos[:, :1].expand_as(per_pos)):
             raise _Blocked("the padding seen differs along the batch dimension")
         correction = per_pos[:, 0].reshape(out_ch, *out_spatial)
-        if p in _CONV_OPS:
+        if conv:
             pass                                           # (out, *spatial): broadcasts on (n, out, *spatial)
         else:
             correction = correction.permute(*range(1, correction.dim()), 0)  # (*leading, out)
     dtype = weight.dtype
-    if p in _CONV_OPS or p in _LINEAR_OPS:
+    if conv or p in _LINEAR_OPS:
         new_weight = w_bar.reshape(weight.shape).to(dtype)
-        kind = "conv" if p in _CONV_OPS else "linear"
+        kind = "conv" if conv else "linear"
         bias_node = args.get("bias")
         bias = ev(bias_node) if isinstance(bias_node, torch.fx.Node) else bias_node
         if bias is not None and not isinstance(bias, torch.Tensor):
