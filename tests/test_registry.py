@@ -138,3 +138,41 @@ def test_scoring_a_module_loads_no_file_format_library():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("mode", ["rescale", "revealcancel"])
+def test_a_weighted_op_from_its_own_module_transposed_convolution(mode):
+    """conv_transpose1d (kinds/transposed_conv.py and one registry line): the scores sum to delta in both
+    passes, and the module's explicit transpose (a convolution) equals autograd's gradient of the op."""
+
+    class Up(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv1d(4, 3, 3)
+            self.up = nn.ConvTranspose1d(3, 2, 4, stride=2, padding=1, output_padding=1, groups=1)
+            self.out = nn.Linear(2 * 17, 1)
+
+        def forward(self, x):
+            return self.out(torch.relu(self.up(torch.relu(self.conv(x)))).flatten(1))
+
+    X = random_one_hot(2, 10, seed=5, dtype=F64)
+    R = random_one_hot(3, 10, seed=6, dtype=F64)
+    program = export(frozen(Up, dtype=F64), X)
+    ops = [n.target.__name__ for n in program.graph.nodes if n.op == "call_function"]
+    assert "conv_transpose1d.default" in ops
+    result = attribute(program, X, R, rule=mode, dtype=F64)
+    change = result.predictions - result.reference_predictions
+    torch.testing.assert_close(result.contributions.flatten(1).sum(1), change, rtol=1e-12, atol=1e-12)
+    # the explicit transpose agrees with autograd's: same multipliers as the op run through autograd
+    from dnalift.attribution.kinds import linear
+
+    spec = registry.REGISTRY["conv_transpose1d"].kind.spec
+    weight = torch.randn(3, 2, 4, dtype=F64)
+    t = torch.randn(2, 3, 8, dtype=F64, requires_grad=True)
+    step = type("S", (), {"fn": torch.ops.aten.conv_transpose1d.default})()
+    args = (None, weight, None, [2], [1], [1], 1, [1])
+    y = spec.apply(step, args, t, weight)
+    g = torch.randn_like(y)
+    (expected,) = torch.autograd.grad(y, t, g)
+    torch.testing.assert_close(spec.transpose(step, args, weight)(g, t.shape), expected)
+    assert isinstance(registry.REGISTRY["conv_transpose1d"].kind, linear.Weighted)

@@ -13,8 +13,9 @@ on the input is looked up here by its ATen name (``relu`` for ``aten.relu_.defau
 * whether its value depends only on its input's **shape** (``zeros_like``): it is recomputed per batch with no
   difference from reference.
 
-Adding an elementwise activation is one line (``_nonlinear("softsign")``); a weighted op is one
-:class:`~dnalift.attribution.kinds.linear.WeightedSpec`; users add their own with :func:`register_rule`.
+Adding an elementwise activation is one line here (``_entries("softsign", _nonlinear)``); a weighted op is one
+module with its :class:`~dnalift.attribution.kinds.linear.WeightedSpec` (:mod:`.kinds.transposed_conv`) and one
+line here; users add their own with :func:`register_rule`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from dnalift.attribution.kinds.linear import (ADDMM, CONV, CONVOLUTION, LINEAR, 
 from dnalift.attribution.kinds.max import Max
 from dnalift.attribution.kinds.nonlinear import Nonlinear
 from dnalift.attribution.kinds.product import Bilinear, Product
+from dnalift.attribution.kinds.transposed_conv import TRANSPOSED_CONV
 
 __all__ = ["Role", "OpRule", "REGISTRY", "register_rule", "rule_for", "moves_values"]
 
@@ -192,6 +194,7 @@ register_rule("div", _scale, role=Role.PASS,
 # weighted layers with a constant weight (each term split by its sign in RevealCancel mode)
 _entries("conv1d conv2d", Weighted(CONV), role=Role.CONV)
 _entries("convolution _convolution", Weighted(CONVOLUTION), role=Role.CONV)
+_entries("conv_transpose1d conv_transpose2d", Weighted(TRANSPOSED_CONV), role=Role.CONV)
 register_rule("linear", Weighted(LINEAR), role=Role.DENSE)
 register_rule("addmm", Weighted(ADDMM), role=Role.DENSE)
 _matmul, _bilinear = Weighted(MATMUL), Bilinear()

@@ -46,7 +46,7 @@ from typing import Callable, Sequence
 
 from dnalift.config import ControlInputs, Layout, ScoreConfig
 from dnalift.errors import DiskFullError, DnaliftError, OutputWriteError
-from dnalift.pipeline.chunks import score_chunk
+from dnalift.pipeline.chunks import Overlap, read_chunk, score_chunk
 from dnalift.pipeline.inputs import check_argument_order, check_device, open_inputs, scan
 from dnalift.pipeline.outputs import ScoreSummary, output_paths, resolve_targets, worst_delta
 
@@ -211,24 +211,42 @@ def _score_chunks(run: _Run, progress) -> int:
     n_resumed = run.n_rows - sum(b - a for a, b in pending)
     if n_resumed:
         log.info("resuming: %d of %d rows are already complete", n_resumed, run.n_rows)
-    done = n_resumed
+    step = run.writers[0].chunk_size
+    chunks = [(c0, min(c0 + step, b)) for a, b in pending for c0 in range(a, b, step)]
+    _handle_failures(run, lambda: _score_pending(run, chunks, progress, n_resumed))
+    return n_resumed
+
+
+def _score_pending(run: _Run, chunks: list, progress, done: int) -> None:
+    """Score the chunks in order, reading each one ahead and writing each one behind the compute."""
+    overlap = Overlap()
     try:
         if progress is not None:
             progress(done, run.n_rows)
-        n_chunks = 0
-        step = run.writers[0].chunk_size
-        for a, b in pending:
-            for c0 in range(a, b, step):
-                c1 = min(c0 + step, b)
-                score_chunk(run, c0, c1, progress, done)
-                done += c1 - c0
-                n_chunks += 1
-                if n_chunks % TRIM_EVERY == 0:
-                    _trim_heap()
-                if progress is not None:
-                    progress(done, run.n_rows)
-        for w in run.writers:
-            w.close(success=True)
+        for n_chunks, (c0, c1) in enumerate(chunks, 1):
+            inputs = overlap.take_read()
+            if n_chunks < len(chunks):  # read and shuffle the next chunk while this one is scored
+                overlap.read(read_chunk, run, *chunks[n_chunks])
+            overlap.write(score_chunk(run, c0, c1, progress, done, inputs))  # written beside the next chunk
+            done += c1 - c0
+            if n_chunks % TRIM_EVERY == 0:
+                _trim_heap()
+            if progress is not None:
+                progress(done, run.n_rows)
+        overlap.finish()
+    except BaseException:
+        overlap.drain()  # no thread touches the files while they are closed
+        raise
+    finally:
+        overlap.close()
+    for w in run.writers:
+        w.close(success=True)
+
+
+def _handle_failures(run: _Run, score) -> None:
+    """Run ``score()``; when it fails, close the writers keeping the partial files that resume can finish."""
+    try:
+        score()
     except DiskFullError as e:
         if not e.details.get("kept", True):
             _abandon(run.writers, delete=None, quiet=True)
@@ -246,7 +264,6 @@ def _score_chunks(run: _Run, progress) -> int:
     except BaseException:  # interrupted (Ctrl-C, SIGTERM, out of memory...): keep what resume can finish
         _abandon(run.writers, delete=None)
         raise
-    return n_resumed
 
 
 _MALLOC_TRIM = None

@@ -7,16 +7,81 @@ import numpy as np
 from dnalift.config import ControlInputs
 from dnalift.errors import ModelInputError
 
-__all__ = ["score_chunk"]
+__all__ = ["score_chunk", "read_chunk", "Overlap"]
 
 
-def score_chunk(run, c0: int, c1: int, progress, done: int) -> None:
-    """Score rows ``[c0, c1)`` of the run (shard-relative) and hand them to every writer."""
-    source, c = run.source, run.config
+class Overlap:
+    """One background thread that reads the next chunk and writes the last one while a chunk is scored.
+
+    Reading (FASTA or genome windows), shuffling and HDF5 writes then run beside the engine, so a GPU does not
+    wait for them. At most one read and one write are pending; a failure in either is raised in the main
+    thread, at the next :meth:`take_read`, :meth:`write` or :meth:`finish`.
+    """
+
+    def __init__(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dnalift-io")
+        self._read = None
+        self._write = None
+
+    def read(self, fn, *args) -> None:
+        """Start ``fn(*args)`` (the next chunk's inputs)."""
+        self._read = self._pool.submit(fn, *args)
+
+    def take_read(self):
+        """The result of the pending read (None when nothing was read ahead)."""
+        future, self._read = self._read, None
+        return future.result() if future is not None else None
+
+    def write(self, fn) -> None:
+        """Start ``fn()`` after the previous write has finished (its error is raised here)."""
+        self.finish()
+        self._write = self._pool.submit(fn)
+
+    def finish(self) -> None:
+        """Wait for the pending write; raise its error."""
+        future, self._write = self._write, None
+        if future is not None:
+            future.result()
+
+    def drain(self) -> None:
+        """Wait for everything pending, ignoring its errors (the run is failing already)."""
+        for future in (self._read, self._write):
+            if future is not None:
+                try:
+                    future.result()
+                except BaseException:
+                    pass
+        self._read = self._write = None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def read_chunk(run, c0: int, c1: int) -> tuple:
+    """The inputs of rows ``[c0, c1)`` (shard-relative): names, one-hot ``X`` (b, 4, L), references ``R``."""
     rows = slice(run.row_start + c0, run.row_start + c1)
-    names = source.names[rows]
-    X = source.one_hot(rows.start, rows.stop)
-    R = run.references(X, names)
+    names = run.source.names[rows]
+    X = run.source.one_hot(rows.start, rows.stop)
+    return names, X, run.references(X, names)
+
+
+def score_chunk(run, c0: int, c1: int, progress, done: int, inputs=None):
+    """Score rows ``[c0, c1)`` of the run (shard-relative).
+
+    Parameters
+    ----------
+    inputs : tuple, optional
+        :func:`read_chunk` of these rows, when it was read ahead.
+
+    Returns
+    -------
+    callable
+        Writes the chunk's rows to every writer (the caller may run it beside the next chunk's compute).
+    """
+    source, c = run.source, run.config
+    names, X, R = inputs if inputs is not None else read_chunk(run, c0, c1)
     report = None
     if progress is not None and not c.rc_average:
         def report(k, base=done):
@@ -24,10 +89,15 @@ def score_chunk(run, c0: int, c1: int, progress, done: int) -> None:
     hyp, pred, ref_pred, deltas = _attribute(run, X, R, names, report)
     regions = None
     if source.regions is not None:
+        rows = slice(run.row_start + c0, run.row_start + c1)
         regions = {k: source.regions[k][rows] for k in ("chrom", "start", "end", "strand")}
-    for t, w in enumerate(run.writers):
-        w.write(c0, raw=X, hypothetical=hyp[:, t], names=names, predictions=pred[:, t],
-                reference_predictions=ref_pred[:, t], deltas=deltas[:, t], regions=regions)
+
+    def write():
+        for t, w in enumerate(run.writers):
+            w.write(c0, raw=X, hypothetical=hyp[:, t], names=names, predictions=pred[:, t],
+                    reference_predictions=ref_pred[:, t], deltas=deltas[:, t], regions=regions)
+
+    return write
 
 
 def _attribute(run, X, R, names, progress):
