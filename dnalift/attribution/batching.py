@@ -9,7 +9,8 @@ import torch
 from dnalift.attribution.plan import Plan
 from dnalift.errors import ModelInputError
 
-__all__ = ["resolve_device", "auto_batch_size", "batches", "CPU_BUDGET", "CPU_MAX_ROWS", "CUDA_MAX_ROWS"]
+__all__ = ["resolve_device", "auto_batch_size", "batches", "CPU_BUDGET", "CPU_MIN_ROWS", "CPU_MAX_ROWS",
+           "CPU_MEMORY", "CUDA_MAX_ROWS"]
 
 
 def resolve_device(device) -> torch.device:
@@ -23,18 +24,23 @@ def resolve_device(device) -> torch.device:
     return device
 
 
-#: the CPU's memory budget for one batch and the most rows in it: past about a thousand rows a batch no longer
-#: gains from amortising per-op overhead and loses to cache misses (benchmarks/README.md, batch sizes)
-CPU_BUDGET = 1 << 30
+#: CPU: a batch whose activations fit about the size of a last-level cache runs fastest (past it, elementwise
+#: passes wait on memory; below a few dozen rows, per-op overhead shows): benchmarks/README.md, bench_batch.py
+CPU_BUDGET = 32 << 20
+CPU_MIN_ROWS = 32
 CPU_MAX_ROWS = 1024
+#: CPU: never more than this memory for one batch (a large model gets fewer than CPU_MIN_ROWS rows)
+CPU_MEMORY = 1 << 30
+#: CUDA: a quarter of the free memory, to fill the device
 CUDA_MAX_ROWS = 16384
 
 
 def auto_batch_size(plan: Plan, *, device: torch.device, dtype: torch.dtype) -> int:
     """Rows (sequence-reference pairs) per batch so that the saved activations fit a memory budget.
 
-    The budget is 1 GiB on the CPU and a quarter of the free memory on a GPU; a row costs about three times
-    the sum of the sizes of every activation in the graph (values, multipliers, gradients).
+    A row costs about three times the sum of the sizes of every activation in the graph (values, multipliers,
+    gradients). On the CPU the batch fits :data:`CPU_BUDGET` (32 to 1,024 rows, and never over
+    :data:`CPU_MEMORY`); on a GPU a quarter of its free memory (at most :data:`CUDA_MAX_ROWS`).
     """
     per_row = 0
     for step in plan.steps:
@@ -50,7 +56,8 @@ def auto_batch_size(plan: Plan, *, device: torch.device, dtype: torch.dtype) -> 
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(max(1, min(CUDA_MAX_ROWS, (free // 4) // per_row)))
-    return int(max(1, min(CPU_MAX_ROWS, CPU_BUDGET // per_row)))
+    rows = min(CPU_MAX_ROWS, max(CPU_MIN_ROWS, CPU_BUDGET // per_row))
+    return int(max(1, min(rows, CPU_MEMORY // per_row)))
 
 
 def batches(n: int, r: int, rows: int):
