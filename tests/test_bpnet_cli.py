@@ -13,25 +13,13 @@ import torch
 from click.testing import CliRunner
 
 from dnalift.cli import cli
+from test_bpnet_files import L, small_bpnet  # n_layers=2: 206 bases, 100 profile positions
 
 bpnet = pytest.importorskip("bpnetlite.bpnet")
 chrombpnet = pytest.importorskip("bpnetlite.chrombpnet")
 tangermeme = pytest.importorskip("tangermeme.deep_lift_shap")
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-L = 206          # n_layers=2: trimming 53, 100 profile positions
-SMALL = {"n_filters": 8, "n_layers": 2, "verbose": False}
-
-
-def small_bpnet(seed, n_control_tracks=0, n_outputs=2):
-    torch.manual_seed(seed)
-    model = bpnet.BPNet(n_control_tracks=n_control_tracks, n_outputs=n_outputs, **SMALL).eval()
-    with torch.no_grad():  # bpnet-lite starts its heads near zero; spread the weights so outputs differ
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    return model
-
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
