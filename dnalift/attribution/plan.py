@@ -58,6 +58,8 @@ class Step:
         ``"exact"`` or ``"gradient"``.
     needs_split : bool
         Whether this step's difference is carried as positive and negative parts (a RevealCancel unit reads it).
+    split_pass : bool
+        Whether the plan runs the RevealCancel pass (some unit gets RevealCancel), where differences are carried.
     """
 
     node: torch.fx.Node
@@ -73,6 +75,7 @@ class Step:
     mode: str | None = None
     max_rule: str = "exact"
     needs_split: bool = False
+    split_pass: bool = False
 
     @property
     def label(self) -> str:
@@ -381,6 +384,8 @@ def compile_plan(program, *, mode: str = "rescale", max_rule: str = "exact", all
     for step in steps:
         step.max_rule = max_rule
     split_pass = modes.resolve(steps, mode)
+    for step in steps:
+        step.split_pass = split_pass
     x_needed = _x_needed(steps, outputs)
     released = _released(steps, outputs)
     return Plan(steps, g.input_name, g.control_inputs, outputs, constants, released, g.input_shape, g.batch_dims,

@@ -245,7 +245,7 @@ class Weighted(Linear):
         return step.needs_split
 
     def x_output(self, step) -> bool:
-        return True
+        return step.split_pass  # its difference is read from the forward passes
 
     def label_for(self, step) -> str:
         return "linear (positive/negative parts)" if step.needs_split else self.label
@@ -261,7 +261,7 @@ class Weighted(Linear):
     def _total(self, d, op, weight, step, args, ctx):
         """``W d``, its value taken from the forward passes where the transpose is known."""
         transpose = self.spec.transpose(step, args, weight) if self.spec.transpose is not None else None
-        if transpose is None or step.name in ("mm", "matmul", "bmm"):
+        if transpose is None:
             return op(d, weight)
         return KnownValue.apply(d, ctx.forward_diff(step.node), transpose, d.shape)
 
