@@ -8,7 +8,8 @@
 ``bpnet_like``
     A BPNet-like dilated residual CNN: Conv1d(4, 64, 21, padding=10) -> ReLU -> 8 blocks
     ``x = x + ReLU(Conv1d(64, 64, 3, dilation=2**i, padding=2**i))`` -> mean over length -> Linear(64, 1),
-    length 1000. Each block has its own ReLU module, so that hook-based tools see every ReLU call.
+    length 1000 (any length: ``build("bpnet", length=2114)``). Each block has its own ReLU module, so that
+    hook-based tools see every ReLU call.
 
 Every model returns shape (batch, 1).
 """
@@ -79,7 +80,7 @@ def _randomise_prelu(model: nn.Module, generator: torch.Generator) -> None:
                 module.weight.copy_(torch.rand(module.weight.shape, generator=generator) * 0.3)
 
 
-def build(name: str, *, seed: int = 0) -> tuple[nn.Module, int]:
+def build(name: str, *, seed: int = 0, length: int | None = None) -> tuple[nn.Module, int]:
     """A model in eval mode with frozen parameters, and its input length.
 
     Parameters
@@ -87,12 +88,17 @@ def build(name: str, *, seed: int = 0) -> tuple[nn.Module, int]:
     name : {"paper", "paper-relu", "bpnet"}
     seed : int
         Seed of the random initialisation.
+    length : int, optional
+        Input length of the BPNet-like model (default 1,000; it averages over length, so any length works).
+        The paper CNNs take 200 only.
 
     Returns
     -------
     model : nn.Module
     length : int
     """
+    if length is not None and name != "bpnet" and length != PAPER_LENGTH:
+        raise ValueError(f"model {name!r} takes length {PAPER_LENGTH} only, not {length}")
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed + 1)
     if name == "paper":
@@ -101,7 +107,7 @@ def build(name: str, *, seed: int = 0) -> tuple[nn.Module, int]:
     elif name == "paper-relu":
         model, length = PaperCNN(nn.ReLU), PAPER_LENGTH
     elif name == "bpnet":
-        model, length = BPNetLike(), BPNET_LENGTH
+        model, length = BPNetLike(), length or BPNET_LENGTH
     else:
         raise ValueError(f"unknown model {name!r}; choose paper, paper-relu or bpnet")
     model.eval()
