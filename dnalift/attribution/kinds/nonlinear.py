@@ -79,13 +79,18 @@ def rescale_multiplier(step_name, fn, rest, kwargs, *, dx, dy, ref_in, eps, inpl
     inplace : bool
         Overwrite ``dx`` and ``dy`` (fresh temporaries) instead of allocating.
     """
-    exact_zero = step_name in PIECEWISE_LINEAR
+    if step_name in PIECEWISE_LINEAR:
+        m = dy.div_(dx) if inplace and not dy.requires_grad else dy / dx
+        # 0/0 is the only undefined ratio: one reduction finds whether there is any (NaN propagates to the sum)
+        if bool(torch.isnan(m.sum())):
+            replace_where(m, dx == 0, lambda rows: derivative(step_name, fn, ref_in[rows], rest, kwargs))
+        return m
     if inplace and not dy.requires_grad:
         m = dy.div_(dx)
-        small = (dx == 0) if exact_zero else dx.abs_() < eps
+        small = dx.abs_() < eps
     else:
         m = dy / dx
-        small = (dx == 0) if exact_zero else dx.abs() < eps
+        small = dx.abs() < eps
     replace_where(m, small, lambda rows: derivative(step_name, fn, ref_in[rows], rest, kwargs))
     return m
 
