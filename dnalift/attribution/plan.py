@@ -23,6 +23,7 @@ from dnalift.attribution.kinds.bookkeeping import Gradient, NoValue, Refused
 from dnalift.attribution.registry import Role, rule_for
 from dnalift.config import MaxRule, Mode
 from dnalift.errors import ModelInputError, UnsupportedOp, UnsupportedOpError
+from dnalift.export_inputs import key_name
 from dnalift.export_passes import source_line as source_of
 
 _GRADIENT = Gradient()
@@ -312,17 +313,12 @@ def _add_step(g: _Graph, node, shaped: set, allow_gradient) -> None:
 
 
 def _output_names(program, n_leaves: int) -> list[str]:
+    """Each output leaf's place in the output pytree (``""``, ``"0"``, ``"counts"``, ``"heads.human"``)."""
     spec = getattr(program.call_spec, "out_spec", None)
     if spec is None:
         return [str(i) for i in range(n_leaves)] if n_leaves > 1 else [""]
     tree = pytree.tree_unflatten(list(range(spec.num_leaves)), spec)
-    names = [""] * spec.num_leaves
-    for path, leaf in pytree.tree_flatten_with_path(tree)[0]:
-        keys = []
-        for key in path:
-            keys.append(str(getattr(key, "key", getattr(key, "idx", getattr(key, "name", key)))))
-        names[leaf] = ".".join(keys)
-    return names
+    return [key_name(path) for path, _ in pytree.tree_leaves_with_path(tree)]
 
 
 def _outputs(program, g: _Graph, steps: list) -> tuple[list, list]:
