@@ -21,7 +21,7 @@ OUT=results/demo
 mkdir -p "$OUT"
 
 "$BIN/dnalift" score data/demo/model.pt data/demo/test.fa -o "$OUT/scores.h5" --force
-"$BIN/dnalift" logo "$OUT/scores.h5" --index 0 --start 40 --end 110 -o "$OUT/logo.png"
+"$BIN/dnalift" logo "$OUT/scores.h5" --index 0 --start 40 --end 110 -o "$OUT/logo.png" --force
 "$BIN/dnalift" inspect "$OUT/scores.h5"
 
 echo

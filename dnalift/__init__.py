@@ -3,6 +3,7 @@
 The public API::
 
     model = dnalift.load_model("model.pt", input_length=200)
+    model = dnalift.program_for_module(net, (4, 200))      # an nn.Module, exported once (cached)
     X = dnalift.one_hot_encode(["ACGT..."])                 # (n, 4, length)
     R = dnalift.dinucleotide_shuffle(X, n=20, seed=0)       # (n, 20, 4, length)
     result = dnalift.attribute(model, X, R, target=0, rule="rescale")
@@ -25,6 +26,9 @@ def __getattr__(name):  # lazy imports keep `import dnalift` (and the CLI's star
         "Attribution": "dnalift.attribution.engine",
         "load_model": "dnalift.models",
         "LoadedModel": "dnalift.models",
+        "from_module": "dnalift.export",
+        "from_program": "dnalift.export",
+        "program_for_module": "dnalift.export",
         "normalize_first_layer": "dnalift.normalize",
         "one_hot_encode": "dnalift.encoding",
         "one_hot_decode": "dnalift.encoding",
@@ -35,7 +39,7 @@ def __getattr__(name):  # lazy imports keep `import dnalift` (and the CLI's star
         "references_from_fasta": "dnalift.references",
         "reverse_complement_sequence": "dnalift.encoding",
         "open_fasta": "dnalift.io.fasta",
-        "open_regions": "dnalift.io.fasta",
+        "open_regions": "dnalift.io.regions",
         "describe": "dnalift.attribution.engine",
         "open_results": "dnalift.io.store",
     }
@@ -45,6 +49,6 @@ def __getattr__(name):  # lazy imports keep `import dnalift` (and the CLI's star
 
 
 __all__ = ["__version__", *_error_names, "attribute", "Attribution", "load_model", "LoadedModel",
-           "normalize_first_layer", "one_hot_encode", "one_hot_decode", "reverse_complement",
+           "from_module", "from_program", "program_for_module", "normalize_first_layer", "one_hot_encode", "one_hot_decode", "reverse_complement",
            "dinucleotide_shuffle", "expected_frequency_references", "zero_references", "references_from_fasta",
            "reverse_complement_sequence", "open_fasta", "open_regions", "describe", "open_results"]

@@ -27,6 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
+from dnalift.config import NPolicy, parse_choice
 from dnalift.errors import SequenceError
 
 __all__ = [
@@ -45,8 +46,8 @@ logger = logging.getLogger(__name__)
 ALPHABET = "ACGT"
 """Channel order of every one-hot array in dnalift."""
 
-N_POLICIES = ("zero", "skip", "error")
-"""Accepted values of ``n_policy``."""
+N_POLICIES = NPolicy.values()
+"""Accepted values of ``n_policy`` (the :class:`~dnalift.config.NPolicy` choices)."""
 
 IUPAC_AMBIGUOUS = "NRYSWKMBDHVU"
 """Nucleotide letters that are not A, C, G or T (``U`` is uracil, not a DNA base)."""
@@ -69,8 +70,7 @@ _DECODE = np.frombuffer(b"ACGTN", dtype=np.uint8)
 
 
 def _check_policy(n_policy: str) -> None:
-    if n_policy not in N_POLICIES:
-        raise ValueError(f"n_policy={n_policy!r} is not one of {', '.join(map(repr, N_POLICIES))}")
+    parse_choice(NPolicy, n_policy, argument="n_policy")
 
 
 def _as_list(seqs: str | Sequence[str]) -> list[str]:
@@ -107,7 +107,7 @@ def _codes(seqs: list[str], names: Sequence[str] | None) -> np.ndarray:
         pos = exc.start
         i, j = divmod(pos, length) if length else (0, 0)
         raise SequenceError(
-            f"{_seq_label(i, names)} has the non-ASCII character {seqs[i][j]!r} at position {j + 1}; "
+            f"{_seq_label(i, names)} has the non-ASCII character {seqs[i][j]!r} at position {j} (0-based); "
             "sequences may hold only nucleotide letters (ACGT and IUPAC codes)"
         ) from None
     codes = _LUT[np.frombuffer(raw, dtype=np.uint8)].reshape(len(seqs), length)
@@ -115,7 +115,7 @@ def _codes(seqs: list[str], names: Sequence[str] | None) -> np.ndarray:
     if bad.size:
         i, j = divmod(int(bad[0]), length)
         raise SequenceError(
-            f"{_seq_label(i, names)} has {seqs[i][j]!r} at position {j + 1}, which is not a nucleotide letter; "
+            f"{_seq_label(i, names)} has {seqs[i][j]!r} at position {j} (0-based), which is not a nucleotide letter; "
             "sequences may hold only A, C, G, T (any case) and IUPAC codes such as N"
         )
     return codes
@@ -192,10 +192,9 @@ def one_hot_encode(
             if hit.size:
                 i, j = divmod(int(hit[0]), codes.shape[1])
                 raise SequenceError(
-                    f"{_seq_label(i, names)} has {seqs[i][j]!r} at position {j + 1} (1-based), which is not "
-                    "A, C, G or T; use n_policy='zero' to encode it as an all-zero column or 'skip' to drop "
-                    "such sequences"
-                )
+                    f"{_seq_label(i, names)} has {seqs[i][j]!r} at position {j} (0-based), which is not "
+                    "A, C, G or T; use n_policy='zero' to encode it as an all-zero column or n_policy='skip' to "
+                    "drop such sequences", argument="n_policy")
         else:
             keep = ~is_n.any(axis=1)
             n_skipped = int(keep.size - keep.sum())
@@ -251,7 +250,7 @@ def codes_from_one_hot(X, *, what: str = "X") -> np.ndarray:
         pos = ", ".join(str(int(k)) for k in where[:-1])
         seq = f"sequence {pos}" if pos else "the sequence"
         raise SequenceError(
-            f"{what} is not one-hot at {seq}, position {int(where[-1]) + 1}: column "
+            f"{what} is not one-hot at {seq}, position {int(where[-1])} (0-based): column "
             f"{X[tuple(where[:-1])][:, where[-1]].tolist()}; each column must be all zero (N) or hold a single 1"
         )
     codes = X[..., 1, :].astype(np.uint8)
@@ -355,6 +354,6 @@ def reverse_complement_sequence(seq: str) -> str:
     if bad.size:
         j = int(bad[0])
         raise SequenceError(
-            f"cannot reverse-complement: {seq[j]!r} at position {j + 1} is not a nucleotide letter"
+            f"cannot reverse-complement: {seq[j]!r} at position {j} (0-based) is not a nucleotide letter"
         )
     return seq.translate(_COMPLEMENT)[::-1]

@@ -28,6 +28,15 @@ __all__ = [
     "TargetError",
     "StoreError",
     "OutputExistsError",
+    "FastaFormatError",
+    "CompressionError",
+    "IncompleteResultError",
+    "ResumeMismatchError",
+    "ShardMismatchError",
+    "NameNotFoundError",
+    "OutputInUseError",
+    "OutputWriteError",
+    "DiskFullError",
     "ConservationWarning",
 ]
 
@@ -129,6 +138,57 @@ class StoreError(DnaliftError, ValueError):
 
 class OutputExistsError(DnaliftError, FileExistsError):
     """The output file exists and overwriting was not asked for."""
+
+
+class FastaFormatError(SequenceError):
+    """A FASTA file pyfaidx cannot index: blank lines inside a record, lines of uneven length, binary content.
+
+    ``details`` has ``path`` and, where known, ``line`` (1-based line number of the file) and ``record``.
+    """
+
+
+class CompressionError(SequenceError):
+    """A compressed FASTA that cannot be read: plain gzip (not bgzip), a truncated bgzip file, or bgzip without
+    Biopython. ``details`` has ``path`` and ``kind`` (``"gzip"``, ``"truncated"``, ``"needs_biopython"``...)."""
+
+
+class IncompleteResultError(StoreError):
+    """A result file that a run did not finish (``chunks_complete`` not all set): readers that need every row
+    refuse it. ``details`` has ``path``, ``missing_chunks`` and ``n_chunks``."""
+
+
+class ResumeMismatchError(StoreError):
+    """``resume=True`` found a partial file written with other options or another input or model.
+
+    ``details`` has ``path``, ``key`` (the attribute that differs), ``old`` and ``new``.
+    """
+
+
+class ShardMismatchError(StoreError):
+    """Shards given to merge do not come from one run. ``details`` has ``key``, ``first`` and ``other`` (the
+    two files) and the two values where an attribute differs."""
+
+
+class NameNotFoundError(StoreError, LookupError):
+    """No sequence of that name in a result file. ``details`` has ``path``, ``name`` and ``close`` (close
+    matches)."""
+
+
+class OutputInUseError(DnaliftError, BlockingIOError):
+    """Another running dnalift process writes the same output (it holds the output's lock file).
+
+    ``details`` has ``path`` (the output), ``lock`` (the lock file) and ``pid`` (the other process, if known).
+    """
+
+
+class OutputWriteError(DnaliftError, OSError):
+    """Writing an output failed (an I/O error of the file system). ``details`` has ``path``, ``errno`` and
+    ``kept`` (whether a valid partial file was kept for ``resume=True``)."""
+
+
+class DiskFullError(OutputWriteError):
+    """The output's file system has no room for the next chunk (checked before writing it, so the partial file
+    stays valid), or a write failed with ENOSPC/EDQUOT. ``details`` adds ``free`` and ``needed`` (bytes)."""
 
 
 class ConservationWarning(UserWarning):

@@ -38,13 +38,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import operator
 
 import torch
 import torch.nn as nn
-from torch.fx.node import map_arg
 
 from dnalift.errors import DnaliftError
+from dnalift.normalize_paths import (LINEAR_OPS, Blocked, Evaluator, column_ids, data_arg, fetch_attr, first_layers,
+                                     input_node, is_conv, op_args, packet, set_arg)
 from dnalift.models import LoadedModel, export_module, unlift
 
 __all__ = ["normalize_first_layer"]
@@ -52,31 +52,6 @@ __all__ = ["normalize_first_layer"]
 log = logging.getLogger(__name__)
 
 aten = torch.ops.aten
-
-#: ops that only move, copy, cast or select entries (or are identities in eval mode)
-_LAYOUT_OPS = {
-    aten.permute, aten.transpose, aten.t, aten.view, aten._unsafe_view, aten.reshape, aten.flatten,
-    aten.unflatten, aten.unsqueeze, aten.squeeze, aten.contiguous, aten.clone, aten.alias, aten.detach,
-    aten.lift_fresh_copy, aten._to_copy, aten.to, aten.type_as, aten.dropout, aten.feature_dropout,
-    aten.alpha_dropout, aten.feature_alpha_dropout, aten.flip, aten.roll, aten.slice, aten.narrow, aten.select,
-    aten.movedim, aten.swapaxes, aten.swapdims, aten.constant_pad_nd, aten.pad, aten.reflection_pad1d,
-    aten.reflection_pad2d, aten.replication_pad1d, aten.replication_pad2d, aten._pad_circular, aten.cat,
-    aten.index, aten.index_select, aten.view_as, aten.reshape_as, aten.split, aten.split_with_sizes,
-    aten.chunk, aten.unbind, aten.tensor_split,
-}
-#: layout ops evaluated as identities on the id tensor (casts would round the ids; dropout is eval-mode)
-_IDENTITY_OPS = {
-    aten._to_copy, aten.to, aten.type_as, aten.dropout, aten.feature_dropout, aten.alpha_dropout,
-    aten.feature_alpha_dropout, aten.clone, aten.contiguous, aten.alias, aten.detach, aten.lift_fresh_copy,
-}
-_CONV_OPS = {aten.conv1d, aten.conv2d, aten.convolution, aten._convolution}
-_LINEAR_OPS = {aten.linear}
-_MATMUL_OPS = {aten.mm, aten.matmul, aten.addmm}
-_SHAPE_QUERIES = {aten.sym_size, aten.sym_numel, aten.sym_stride, aten.sym_storage_offset, aten._assert_tensor_metadata}
-
-
-class _Blocked(Exception):
-    """The one-hot input's path to a layer is not one normalisation can handle; the message says why."""
 
 
 def normalize_first_layer(model: LoadedModel) -> LoadedModel:
@@ -106,15 +81,15 @@ def normalize_first_layer(model: LoadedModel) -> LoadedModel:
         raise DnaliftError(f"{where}: weight normalisation needs a fixed one-hot input (4, length) or (length, 4), "
                            f"the model takes {model.input_shape}; load it with input_length=L or pass --no-normalize")
     gm = unlift(model.program)
-    x_node = _input_node(gm, where)
-    layers, blockers = _first_layers(gm, x_node)
-    ids = _column_ids(model)
-    evaluator = _Evaluator(gm, x_node, ids)
+    x_node = input_node(gm, where)
+    layers, blockers = first_layers(gm, x_node)
+    ids = column_ids(model)
+    evaluator = Evaluator(gm, x_node, ids)
     plans, reasons, erased = [], [], []
     for layer in layers:  # plan every layer on the unedited graph, then edit
         try:
             plans.append((layer, _plan(gm, layer, evaluator)))
-        except _Blocked as e:
+        except Blocked as e:
             reasons.append(f"{_describe(layer)}: {e}")
     for index, (layer, plan) in enumerate(plans):
         erased += _apply(gm, layer, plan, index=index)
@@ -131,194 +106,10 @@ def normalize_first_layer(model: LoadedModel) -> LoadedModel:
     _drop_unused_attributes(gm, erased)
     gm.graph.lint()
     gm.recompile()
-    program = export_module(gm, model.input_shape, dtype=model.input_dtype, where=where)
+    program = export_module(gm, model.input_shape, control_shapes=tuple(model.control_shapes or ()),
+                            dtype=model.input_dtype, where=where)
     log.info("%s: normalised the weights of %s", where, ", ".join(_describe(n) for n in done))
     return dataclasses.replace(model, program=program, normalized=True)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# finding the first layers
-
-
-def _packet(node):
-    target = node.target
-    return getattr(target, "overloadpacket", target)
-
-
-def _input_node(gm, where):
-    inputs = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    if len(inputs) != 1:
-        raise DnaliftError(f"{where}: expected one input in the model's graph, found {len(inputs)}")
-    return inputs[0]
-
-
-def _op_args(node) -> dict:
-    """All arguments of an ATen call by schema name (defaults filled in)."""
-    schema = node.target._schema
-    out = {}
-    for i, a in enumerate(schema.arguments):
-        if i < len(node.args) and not a.kwarg_only:
-            out[a.name] = node.args[i]
-        elif a.name in node.kwargs:
-            out[a.name] = node.kwargs[a.name]
-        elif a.has_default_value():
-            out[a.name] = a.default_value
-        else:
-            out[a.name] = None
-    return out
-
-
-def _set_arg(node, name, value) -> None:
-    schema = node.target._schema
-    names = [a.name for a in schema.arguments]
-    i = names.index(name)
-    if schema.arguments[i].kwarg_only or name in node.kwargs:
-        kwargs = dict(node.kwargs)
-        kwargs[name] = value
-        node.kwargs = kwargs
-        return
-    args = list(node.args)
-    while len(args) <= i:  # fill omitted positional arguments with their defaults
-        a = schema.arguments[len(args)]
-        args.append(a.default_value if a.has_default_value() else None)
-    args[i] = value
-    node.args = tuple(args)
-
-
-def _data_arg(node):
-    """Name of the argument that carries the activation into an affine op."""
-    p = _packet(node)
-    if p in _CONV_OPS or p in _LINEAR_OPS:
-        return "input", "weight"
-    if p is aten.addmm:
-        return "mat1", "mat2"
-    if p is aten.mm:
-        return "self", "mat2"
-    if p is aten.matmul:
-        return "self", "other"
-    return None, None
-
-
-def _depends_on(node, x_node, memo) -> bool:
-    if not isinstance(node, torch.fx.Node):
-        return False
-    if node in memo:
-        return memo[node]
-    memo[node] = node is x_node or node.op == "placeholder" or any(
-        _depends_on(n, x_node, memo) for n in node.all_input_nodes)
-    return memo[node]
-
-
-def _first_layers(gm, x_node):
-    """Affine ops fed by the input through layout-only ops, and the other ops that read it ("blockers").
-
-    Walks the graph in topological order, growing the set of nodes that are layout-only images of the input.
-    """
-    memo = {}
-    path = {x_node}
-    layers, blockers = [], []
-    for node in gm.graph.nodes:
-        if node.op == "placeholder":
-            continue
-        touched = [n for n in node.all_input_nodes if n in path]
-        if not touched:
-            continue
-        if node.op != "call_function":
-            blockers.append(node)
-            continue
-        p = _packet(node)
-        if p in _SHAPE_QUERIES:
-            continue
-        if node.target is operator.getitem:
-            path.add(node)
-            continue
-        data, weight = _data_arg(node)
-        if data is not None:
-            args = _op_args(node)
-            if args[data] in path and not _depends_on(args[weight], x_node, memo):
-                layers.append(node)
-            else:
-                blockers.append(node)
-            continue
-        if p in _LAYOUT_OPS:
-            args = _op_args(node)
-            if p is aten.cat:
-                ok = all(isinstance(t, torch.fx.Node) and t in path for t in args["tensors"])
-            else:
-                first = next(iter(args))
-                others = [n for n in touched if n is not args[first]]
-                ok = args[first] in path and all(p is aten.type_as and n is args.get("other") for n in others)
-                if p is aten.type_as and args[first] not in path:
-                    continue  # `c.type_as(x)` reads only x's dtype
-            if ok:
-                path.add(node)
-            else:
-                blockers.append(node)
-            continue
-        blockers.append(node)
-    return layers, blockers
-
-
-# ----------------------------------------------------------------------------------------------------------
-# column ids pushed through the layout ops
-
-
-def _column_ids(model: LoadedModel) -> torch.Tensor:
-    """(1, *input_shape) float64 tensor: 1 + 4 * position + channel at each entry (0 is left for padding)."""
-    if model.layout == "NLC":
-        length = model.input_shape[0]
-        ids = 1 + torch.arange(4 * length, dtype=torch.float64).reshape(length, 4)
-    else:
-        length = model.input_shape[1]
-        ids = 1 + torch.arange(4 * length, dtype=torch.float64).reshape(length, 4).T.contiguous()
-    return ids.unsqueeze(0)
-
-
-def _fetch_attr(gm, target: str):
-    obj = gm
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-class _Evaluator:
-    """Evaluates graph nodes on the id tensor (for the path from the input) or on constants."""
-
-    def __init__(self, gm, x_node, ids):
-        self.gm = gm
-        self.x_node = x_node
-        self.ids = ids
-        self.memo = {}
-
-    def __call__(self, node):
-        if node in self.memo:
-            return self.memo[node]
-        value = self._eval(node)
-        self.memo[node] = value
-        return value
-
-    def _eval(self, node):
-        if node is self.x_node:
-            return self.ids
-        if node.op == "get_attr":
-            value = _fetch_attr(self.gm, node.target)
-            return value.detach() if isinstance(value, torch.Tensor) else value
-        if node.op != "call_function":
-            raise _Blocked(f"cannot follow {node.op} {node.target}")
-        p = _packet(node)
-        if p in _IDENTITY_OPS:
-            return self(node.args[0])
-        if p is aten.constant_pad_nd:
-            if _op_args(node)["value"] not in (0, 0.0):
-                raise _Blocked("padding with a non-zero constant")
-        if p is aten.pad:
-            args = _op_args(node)
-            if args["mode"] == "constant" and args["value"] not in (None, 0, 0.0):
-                raise _Blocked("padding with a non-zero constant")
-        args = map_arg(node.args, self)
-        kwargs = map_arg(node.kwargs, self)
-        with torch.no_grad():
-            return node.target(*args, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -335,22 +126,23 @@ class _Plan:
     offset: torch.Tensor | None  # added to the output (broadcast from the right), when not folded in the bias
 
 
-def _plan(gm, layer, ev: _Evaluator) -> _Plan:
-    p = _packet(layer)
-    data_name, weight_name = _data_arg(layer)
-    args = _op_args(layer)
+def _plan(gm, layer, ev: Evaluator) -> _Plan:
+    p = packet(layer)
+    conv = is_conv(layer)
+    data_name, weight_name = data_arg(layer)
+    args = op_args(layer)
     u = ev(args[data_name])
     weight_node = args[weight_name]
     weight = ev(weight_node) if isinstance(weight_node, torch.fx.Node) else weight_node
     if not isinstance(u, torch.Tensor) or not isinstance(weight, torch.Tensor):
-        raise _Blocked("input or weight is not a tensor")
+        raise Blocked("input or weight is not a tensor")
     if not weight.dtype.is_floating_point:
-        raise _Blocked("integer weights")
-    if p in _CONV_OPS:
+        raise Blocked("integer weights")
+    if conv:
         if args.get("transposed"):
-            raise _Blocked("transposed convolution")
+            raise Blocked("transposed convolution")
         if args.get("groups", 1) != 1:
-            raise _Blocked(f"grouped convolution (groups={args['groups']})")
+            raise Blocked(f"grouped convolution (groups={args['groups']})")
         out_ch = weight.shape[0]
         taps = int(weight[0].numel())
         # gather the id each weight tap sees at each output position with the layer's own op (its padding,
@@ -369,11 +161,11 @@ def _plan(gm, layer, ev: _Evaluator) -> _Plan:
         w2 = weight.reshape(out_ch, taps).to(torch.float64)
     else:
         if weight.dim() != 2:
-            raise _Blocked(f"weight of shape {tuple(weight.shape)}")
-        w2 = (weight if p in _LINEAR_OPS else weight.T).to(torch.float64)  # (out, features)
+            raise Blocked(f"weight of shape {tuple(weight.shape)}")
+        w2 = (weight if p in LINEAR_OPS else weight.T).to(torch.float64)  # (out, features)
         out_ch, taps = w2.shape
         if u.dim() < 2 or u.shape[-1] != taps:
-            raise _Blocked(f"input of shape {tuple(u.shape)}")
+            raise Blocked(f"input of shape {tuple(u.shape)}")
         tap_ids = u.reshape(-1, taps).T                    # (features, prod(leading dims))
         batch = u.shape[0]
         out_spatial = tuple(u.shape[1:-1])
@@ -386,20 +178,20 @@ def _plan(gm, layer, ev: _Evaluator) -> _Plan:
     else:
         per_pos = (mu @ real.to(torch.float64)).reshape(out_ch, batch, -1)
         if not torch.equal(per_pos, per_pos[:, :1].expand_as(per_pos)):
-            raise _Blocked("the padding seen differs along the batch dimension")
+            raise Blocked("the padding seen differs along the batch dimension")
         correction = per_pos[:, 0].reshape(out_ch, *out_spatial)
-        if p in _CONV_OPS:
+        if conv:
             pass                                           # (out, *spatial): broadcasts on (n, out, *spatial)
         else:
             correction = correction.permute(*range(1, correction.dim()), 0)  # (*leading, out)
     dtype = weight.dtype
-    if p in _CONV_OPS or p in _LINEAR_OPS:
+    if conv or p in LINEAR_OPS:
         new_weight = w_bar.reshape(weight.shape).to(dtype)
-        kind = "conv" if p in _CONV_OPS else "linear"
+        kind = "conv" if conv else "linear"
         bias_node = args.get("bias")
         bias = ev(bias_node) if isinstance(bias_node, torch.fx.Node) else bias_node
         if bias is not None and not isinstance(bias, torch.Tensor):
-            raise _Blocked("bias is not a tensor")
+            raise Blocked("bias is not a tensor")
         if correction.dim() == 1:
             base = bias.to(torch.float64) if bias is not None else torch.zeros(out_ch, dtype=torch.float64)
             return _Plan(kind, weight_name, new_weight, "bias", (base + correction).to(dtype), None)
@@ -428,24 +220,24 @@ def _one_hot_groups(tap_ids: torch.Tensor):
     """
     ids = tap_ids.round().to(torch.int64)
     if not torch.equal(ids.to(torch.float64), tap_ids):
-        raise _Blocked("input values are not plain copies of the one-hot entries")
+        raise Blocked("input values are not plain copies of the one-hot entries")
     present = ids > 0
     col = torch.where(present, (ids - 1) // 4, torch.full_like(ids, -1))
     chan = torch.where(present, (ids - 1) % 4, torch.full_like(ids, -1))
     live = present.any(dim=1).nonzero().flatten()
     if live.numel() == 0:
-        raise _Blocked("its weights never see the input")
+        raise Blocked("its weights never see the input")
     _, inverse, counts = torch.unique(col[live], dim=0, return_inverse=True, return_counts=True)
     if not bool((counts == 4).all()):
         bad = int(counts[counts != 4][0])
-        raise _Blocked(f"its weights see {bad} of the 4 channels of a column (it does not read whole one-hot "
+        raise Blocked(f"its weights see {bad} of the 4 channels of a column (it does not read whole one-hot "
                        f"columns)")
     groups = live[torch.argsort(inverse, stable=True)].reshape(-1, 4)
     real = col[groups[:, 0]] >= 0                           # (n_groups, positions)
     gchan = chan[groups].sort(dim=1).values                 # (n_groups, 4, positions)
     expected = torch.arange(4).reshape(1, 4, 1).expand_as(gchan)
     if not torch.equal(torch.where(real[:, None], gchan, expected), expected):
-        raise _Blocked("a weight column does not see the 4 channels A, C, G, T of one position")
+        raise Blocked("a weight column does not see the 4 channels A, C, G, T of one position")
     return groups, real
 
 
@@ -471,7 +263,7 @@ def _set_tensor(gm, layer, arg_name: str, value: torch.Tensor, name: str, like_p
                 requires_grad: bool = False) -> None:
     """Give ``layer`` a new constant for ``arg_name``: rebind the attribute when only this layer reads it,
     else register a new one."""
-    old = _op_args(layer).get(arg_name)
+    old = op_args(layer).get(arg_name)
     if isinstance(old, torch.fx.Node) and old.op == "get_attr" and len(old.users) == 1:
         owner_name, _, leaf = old.target.rpartition(".")
         owner = gm.get_submodule(owner_name) if owner_name else gm
@@ -483,15 +275,15 @@ def _set_tensor(gm, layer, arg_name: str, value: torch.Tensor, name: str, like_p
     _new_attr(gm, name, value, like_parameter, requires_grad)
     with gm.graph.inserting_before(layer):
         node = gm.graph.get_attr(name)
-    _set_arg(layer, arg_name, node)
+    set_arg(layer, arg_name, node)
 
 
 def _apply(gm, layer, plan: _Plan, *, index: int) -> list[str]:
-    args = _op_args(layer)
+    args = op_args(layer)
     weight_node = args[plan.weight_name]
     like_param = (isinstance(weight_node, torch.fx.Node) and weight_node.op == "get_attr"
                   and _is_parameter(gm, weight_node.target))
-    grad = like_param and _fetch_attr(gm, weight_node.target).requires_grad
+    grad = like_param and fetch_attr(gm, weight_node.target).requires_grad
     _set_tensor(gm, layer, plan.weight_name, plan.new_weight, f"dnalift_norm{index}_weight", like_param, grad)
     if plan.bias_name is not None:
         _set_tensor(gm, layer, plan.bias_name, plan.new_bias, f"dnalift_norm{index}_bias", like_param, grad)
@@ -535,7 +327,7 @@ def _drop_unused_attributes(gm, targets) -> None:
 
 def _describe(node) -> str:
     """``aten::conv1d (model.py:12)``: the op and the innermost source line outside torch itself."""
-    op = str(_packet(node)).replace("aten.", "aten::") if node.op == "call_function" else node.op
+    op = str(packet(node)).replace("aten.", "aten::") if node.op == "call_function" else node.op
     frames = []
     for line in (node.meta.get("stack_trace") or "").splitlines():
         line = line.strip()

@@ -68,7 +68,7 @@ def plot_logo(scores, *, ax=None, title: str | None = None, start: int = 0):
         Where to draw; by default a new Figure (``ax.figure``) of a width that follows L.
     title : str, optional
     start : int
-        The x coordinate of the first column (positions are labelled ``start .. start + L - 1``).
+        The x coordinate of the first column (0-based positions are labelled ``start .. start + L - 1``).
 
     Returns
     -------
@@ -142,8 +142,8 @@ def plot_result(reader, index, *, start: int | None = None, end: int | None = No
     Returns
     -------
     matplotlib.figure.Figure
-        Titled ``"<name> — prediction <p>"``; x in positions of the sequence (and the genome window
-        in the axis label when the file has regions).
+        Titled ``"<name> — prediction <p>"``; x in 0-based positions of the sequence (and the genome
+        window, 0-based half-open like BED, in the axis label when the file has regions).
     """
     Figure = _matplotlib()
     if isinstance(index, str):
@@ -167,9 +167,9 @@ def plot_result(reader, index, *, start: int | None = None, end: int | None = No
         plot_logo(reader.hypothetical(row)[:, s:e], ax=axes[1], start=s)
         axes[1].set_ylabel("hypothetical")
     region = reader.region(row)
-    label = "position in sequence"
+    label = "position in sequence (0-based)"
     if region is not None:
         chrom, r_start, r_end, strand = region
-        label += f" ({chrom}:{r_start + 1:,}-{r_end:,} {strand})"
+        label += f"; window {chrom}:{r_start}-{r_end} {strand} (0-based, end exclusive)"
     axes[-1].set_xlabel(label)
     return fig

@@ -486,7 +486,7 @@ def test_empty_fasta(data, out, tmp_path):
 def test_not_a_fasta(data, out, tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("hello\nthis is not a FASTA file\n")
-    assert_error(run("score", data["model"], text, "-o", out / "o.h5"), 1, "not a valid FASTA", folder=out)
+    assert_error(run("score", data["model"], text, "-o", out / "o.h5"), 1, "not a FASTA file", folder=out)
 
 
 def test_binary_file_as_model(data, out, tmp_path):
@@ -631,3 +631,74 @@ def test_truncated_hdf5(scored, out, tmp_path, command):
     truncated.write_bytes(blob[: len(blob) // 2])
     args = [command[0], truncated] + [c.format(out=out) for c in command[1:]]
     assert_error(run(*args), 1, "truncated", folder=out)
+
+
+# ------------------------------------------------------------------------------------- help, words, progress
+
+
+@pytest.mark.parametrize("command", ["score", "logo", "export", "merge", "info", "inspect"])
+def test_every_subcommand_help_has_examples(command):
+    res = ok(command, "--help")
+    assert "Examples:" in res.stdout and f"dnalift {command} " in res.stdout.split("Examples:")[1]
+
+
+def test_one_option_name_per_concept():
+    assert "--width" in ok("info", "--help").stdout and "--input-length" not in ok("info", "--help").stdout
+
+
+def test_library_words_become_flags():
+    from dnalift.cli._words import cli_words
+
+    assert cli_words("n_refs must be at least 1, got 0", "n_refs") == "--n-refs must be at least 1, got 0"
+    assert cli_words("use n_policy='zero' or n_policy='skip'") == "use --n-policy zero or --n-policy skip"
+    assert cli_words("pass force=True to start over; rerun with resume=True") == \
+        "pass --force to start over; rerun with --resume"
+    assert cli_words("target='x' is not an output; its outputs are 0=a, 1=b") == \
+        "--target x is not an output; its outputs are 0=a, 1=b"
+    assert cli_words("seed must be a whole number", "seed") == "--seed must be a whole number"
+    assert cli_words("the seed of the run", "seed") == "the seed of the run"  # prose stays prose
+    assert cli_words("load it with input_length=L (--width L)") == "load it with --width L"
+
+
+def test_logo_refuses_to_overwrite_without_force(scored, tmp_path):
+    png = tmp_path / "l.png"
+    ok("logo", scored, "--index", 0, "-o", png)
+    first = png.read_bytes()
+    assert_error(run("logo", scored, "--index", 1, "-o", png), 1, "exists", "--force")
+    assert png.read_bytes() == first
+    ok("logo", scored, "--index", 1, "-o", png, "--force")
+    assert png.read_bytes() != first
+
+
+def test_progress_line_has_rate_elapsed_and_labelled_eta(monkeypatch):
+    from dnalift.cli import _logging
+
+    now = [100.0]
+    monkeypatch.setattr(_logging.time, "monotonic", lambda: now[0])
+    p = _logging.Progress("scoring")
+    p.start, p.first = 100.0, 0
+    assert p._line(0, 3000, 100.0).endswith("ETA estimating")
+    line = p._line(1000, 3000, 110.0)
+    assert "33%" in line and "1,000/3,000 seq" in line and "100 seq/s" in line
+    assert "elapsed 10 s" in line and line.endswith("ETA 20 s")
+    assert p._line(3000, 3000, 130.0).endswith("done")
+
+
+def test_piped_progress_logs_first_chunk_then_tenths(monkeypatch, caplog):
+    import logging as std_logging
+
+    from dnalift.cli import _logging
+
+    now = [0.0]
+    monkeypatch.setattr(_logging.time, "monotonic", lambda: now[0])
+    p = _logging.Progress("scoring")
+    p.tty, p.enabled = False, True
+    with caplog.at_level(std_logging.INFO, logger="dnalift.cli"):
+        p(0, 1000)
+        for done in range(10, 1001, 10):  # a chunk of 10 every second
+            now[0] += 1.0
+            p(done, 1000)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0].startswith("scoring   1% ") and "10/1,000" in lines[0]  # the first chunk, at once
+    assert 9 <= len(lines) <= 12  # then about every tenth, never more often than every 5 s
+    assert lines[-1].endswith("done")

@@ -85,9 +85,9 @@ def test_non_acgt_mask_accepts_mixed_lengths():
 
 
 def test_error_policy_names_sequence_position_letter():
-    with pytest.raises(SequenceError, match=r"'s2' has 'y' at position 3 .*n_policy='zero'"):
+    with pytest.raises(SequenceError, match=r"'s2' has 'y' at position 2 \(0-based\), .*n_policy='zero'"):
         one_hot_encode(["ACGT", "ACyT"], n_policy="error", names=["s1", "s2"])
-    with pytest.raises(SequenceError, match=r"sequence 1 has 'N' at position 1"):
+    with pytest.raises(SequenceError, match=r"sequence 1 has 'N' at position 0 \(0-based\)"):
         one_hot_encode(["ACGT", "NCGT"], n_policy="error")
     assert one_hot_encode(["ACGT"], n_policy="error").shape == (1, 4, 4)
 
@@ -95,7 +95,7 @@ def test_error_policy_names_sequence_position_letter():
 @pytest.mark.parametrize("bad", ["AC-T", "AC T", "AC1T", "ACéT", "AC.T"])
 @pytest.mark.parametrize("policy", ["zero", "skip", "error"])
 def test_non_letters_always_refused(bad, policy):
-    with pytest.raises(SequenceError, match="position 3"):
+    with pytest.raises(SequenceError, match=r"position 2 \(0-based\)"):
         one_hot_encode(["ACGT", bad], n_policy=policy)
 
 
@@ -116,7 +116,7 @@ def test_empty_input():
 def test_reverse_complement_sequence_by_hand():
     assert reverse_complement_sequence("AACGTN") == "NACGTT"
     assert reverse_complement_sequence("acgRYKMBDHVSWn") == "nWSBDHVKMRYcgt"
-    with pytest.raises(SequenceError, match="position 2"):
+    with pytest.raises(SequenceError, match=r"position 1 \(0-based\)"):
         reverse_complement_sequence("A-C")
 
 
@@ -145,8 +145,8 @@ def test_reverse_complement_needs_four_channels():
 
 def test_codes_from_one_hot_refuses_non_one_hot():
     X = one_hot_encode(["ACGT", "ACGT"])
-    X[1, 0, 2] = 1  # column 3 of sequence 1 now has two ones
-    with pytest.raises(SequenceError, match="sequence 1, position 3"):
+    X[1, 0, 2] = 1  # column 2 (0-based) of sequence 1 now has two ones
+    with pytest.raises(SequenceError, match=r"sequence 1, position 2 \(0-based\)"):
         codes_from_one_hot(X)
     Y = one_hot_encode(["ACGT"]).astype(np.float32) * 2
     with pytest.raises(SequenceError, match="not one-hot"):

@@ -50,7 +50,7 @@ def test_modisco_npz_pair_loads_as_modisco_reads_it(tmp_path):
         np.testing.assert_array_equal(arr, want.astype(np.float32))
     # L = 11 is odd: modisco must be told the largest even window
     assert out.command.startswith(f"modisco motifs -s {out.one_hot} -a {out.hypothetical} -n 2000 -w 10 -o ")
-    with pytest.raises(OutputExistsError, match="--force"):
+    with pytest.raises(OutputExistsError, match="force=True"):
         export_modisco(tmp_path / "out.h5", tmp_path / "mod" / "run")
     export_modisco(tmp_path / "out.h5", tmp_path / "mod" / "run", force=True)
 

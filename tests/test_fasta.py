@@ -54,7 +54,7 @@ def test_open_fasta_reads_names_lazily(tmp_path):
 
 def test_different_lengths_refused_naming_them(tmp_path):
     path = write_fasta(tmp_path / "x.fa", [("a", "ACGTAC"), ("b", "ACG"), ("c", "ACGTAC"), ("d", "A")])
-    with pytest.raises(SequenceError, match=r"'a' has 6 bases but 'b' has 3, 'd' has 1; give a width"):
+    with pytest.raises(SequenceError, match=r"'a' has 6 bases but 'b' has 3, 'd' has 1; give width="):
         open_fasta(path)
 
 
@@ -78,7 +78,7 @@ def test_duplicate_names_listed(tmp_path):
 
 @pytest.mark.parametrize(
     "content, match",
-    [("", "is empty"), ("hello\nworld\n", "not a valid FASTA"), (">a\n\n>b\n\n", "the sequences are empty")],
+    [("", "is empty"), ("hello\nworld\n", "not a FASTA file: it does not start with a '>name' line"), (">a\n\n>b\n\n", "the sequences are empty")],
 )
 def test_bad_fasta_files(tmp_path, content, match):
     path = tmp_path / "x.fa"
@@ -100,7 +100,7 @@ def test_n_policies_on_fasta(tmp_path, caplog):
     assert [s.name for s in src.skipped] == ["b", "d"]
     assert "skipped 2 of 4 sequences" in caplog.text
     assert one_hot_decode(src.one_hot()) == ["ACGT", "GGCC"]
-    with pytest.raises(SequenceError, match=r"'b' has 'N' at position 3"):
+    with pytest.raises(SequenceError, match=r"'b' has 'N' at position 2 \(0-based\)"):
         open_fasta(path, n_policy="error")
     assert one_hot_decode(open_fasta(path).one_hot(1, 2)) == ["ACNT"]
 
@@ -227,22 +227,36 @@ def test_windows_at_chromosome_edges(tmp_path, genome, caplog):
             ("chr1", 38, 40),  # window 37-41: off the end
         ],
     )
-    with caplog.at_level(logging.WARNING, logger="dnalift.io.fasta"):
+    with caplog.at_level(logging.WARNING, logger="dnalift.io.regions"):
         src = open_regions(bed, genome, width=4)
     assert src.regions["start"].tolist() == [0, 36]
     assert src.sequences() == [CHR1[:4], CHR1[36:]]
-    assert [s.reason for s in src.skipped] == ["off chromosome"] * 2
+    assert [s.reason for s in src.skipped] == ["window off its chromosome"] * 2
     assert [s.name for s in src.skipped] == ["chr1:-1-3(.)", "chr1:37-41(.)"]
     assert "skipped 2 of 4 regions" in caplog.text
-    with pytest.raises(RegionError, match=r"line 3: the 4-base window chr1:-1-3 runs off chr1"):
-        open_regions(bed, genome, width=4, off_chromosome="error")
+    with pytest.raises(RegionError, match=r"line 3: the 4-base window chr1:-1-3 \(0-based\) runs off chr1"):
+        open_regions(bed, genome, width=4, off_genome="error")
 
 
-def test_unknown_chromosome_names_line(tmp_path, genome):
+def test_unknown_chromosome_is_skipped_like_an_off_chromosome_window(tmp_path, genome, caplog):
+    """One region on a chromosome the genome lacks: skipped and counted (as off-chromosome windows are), or,
+    with off_genome='error', the line named; every region unknown: the naming hint."""
     bed = tmp_path / "r.bed"
-    bed.write_text("track name=x\n# comment\nchr1\t0\t10\n\nchrX\t0\t10\n")
-    with pytest.raises(RegionError, match=r"line 5: chromosome 'chrX' is not in .*'chr1', 'chr2'"):
-        open_regions(bed, genome, width=4)
+    bed.write_text("track name=x\n# comment\nchr1\t0\t10\n\nchrX\t0\t10\nchr1\t38\t40\n")
+    with caplog.at_level(logging.WARNING, logger="dnalift.io.regions"):
+        src = open_regions(bed, genome, width=4)
+    assert src.names == ["chr1:3-7(.)"]
+    assert [(s.name, s.reason) for s in src.skipped] == [("chrX:3-7(.)", "chromosome not in the genome"),
+                                                        ("chr1:37-41(.)", "window off its chromosome")]
+    assert "skipped 2 of 3 regions: 1 on chromosomes not in" in caplog.text and "(chrX)" in caplog.text
+    assert "1 whose 4-base window runs off its chromosome" in caplog.text
+    with pytest.raises(RegionError, match=r"line 5: chromosome 'chrX' is not in .*genome.fa"):
+        open_regions(bed, genome, width=4, off_genome="error")
+    only = tmp_path / "only.bed"
+    only.write_text("1\t0\t10\n2\t0\t10\n")
+    with pytest.raises(RegionError, match=r"no region is left .*the regions are on '1', '2', the genome .* has "
+                                          r"'chr1', 'chr2'"):
+        open_regions(only, genome, width=4)
 
 
 @pytest.mark.parametrize(
@@ -275,7 +289,7 @@ def test_n_policy_on_regions(tmp_path, genome):
     assert src.names == ["chr2:0-4(.)", "chr2:8-12(.)"]
     assert src.regions["start"].tolist() == [0, 8]
     assert src.skipped[0].name == "chr2:2-6(.)"
-    with pytest.raises(SequenceError, match=r"line 2: window 'chr2:2-6\(.\)' has 'N' at position 3"):
+    with pytest.raises(SequenceError, match=r"line 2: window 'chr2:2-6\(.\)' has 'N' at position 2 \(0-based\)"):
         open_regions(bed, genome, width=4, n_policy="error")
 
 

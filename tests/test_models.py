@@ -113,8 +113,9 @@ def test_traced_torchscript_records_its_length(tmp_path, paper):
 def test_scripted_torchscript_without_length_asks_for_it(tmp_path, paper):
     path = tmp_path / "scripted.pt"
     torch.jit.save(torch.jit.script(paper), str(path))
-    with pytest.raises(ModelInputError, match="--width"):
+    with pytest.raises(ModelInputError, match="input_length=L") as err:
         load_model(path)
+    assert err.value.argument == "input_length"
 
 
 def test_state_dict_with_arch_round_trip(tmp_path, paper):
@@ -177,8 +178,9 @@ def test_state_dict_of_the_wrong_size(tmp_path):
 def test_state_dict_without_arch_or_with_a_bad_arch(tmp_path, paper):
     path = tmp_path / "weights.pt"
     torch.save(paper.state_dict(), path)
-    with pytest.raises(ModelFormatError, match="--arch"):
+    with pytest.raises(ModelFormatError, match="arch='package.module:Class'") as err:
         load_model(path, input_length=200)
+    assert err.value.argument == "arch"
     with pytest.raises(ModelFormatError, match="package.module:Class"):
         load_model(path, arch="PaperCNN", input_length=200)
     with pytest.raises(ModelFormatError, match="cannot import"):
@@ -213,7 +215,8 @@ def test_pickle_without_trust_is_never_unpickled(tmp_path):
         load_model(path, input_length=3)
     assert not marker.exists(), "the untrusted pickle was unpickled"
     msg = str(err.value)
-    assert "pickle" in msg and "torch.jit.save" in msg and "torch.export.save" in msg and "--trust-model" in msg
+    assert "pickle" in msg and "torch.jit.save" in msg and "torch.export.save" in msg and "trust=True" in msg
+    assert err.value.argument == "trust"
     assert "tests.toy_models._make_marker" in msg and "\n" not in msg
     assert isinstance(err.value, PermissionError)
     # the control: with trust the same file is unpickled, which runs its code
@@ -294,7 +297,7 @@ def test_wrong_length_message(paper):
     with pytest.raises(ModelInputError) as err:
         check_input(m, (4, 300))
     msg = str(err.value)
-    assert "length 200" in msg and "length 300" in msg and "--width 200" in msg
+    assert "length 200" in msg and "length 300" in msg and "width=200" in msg
 
 
 def test_channels_last_detected_from_the_program(tmp_path):
@@ -307,7 +310,7 @@ def test_channels_last_detected_from_the_program(tmp_path):
     m = load_model(path)
     assert (m.layout, m.input_shape, m.input_length) == ("NLC", (30, 4), 30)
     check_input(m, (4, 30))  # dnalift's data stays (4, L); the pipeline transposes
-    with pytest.raises(ModelInputError, match="--width 30"):
+    with pytest.raises(ModelInputError, match="width=30"):
         check_input(m, (4, 31))
     assert_same_outputs(m, net, 30, layout="NLC")
 
@@ -334,16 +337,33 @@ def test_model_that_does_not_run_on_one_hot(tmp_path, paper):
         load_model(path, arch=ARCH, input_length=150)  # its dense layer needs length 200
 
 
-@pytest.mark.parametrize("cls, what", [(toys.TupleOutput, "a tuple of 2 values"),
-                                       (toys.DictOutput, "a dict with keys 'enhancer', 'promoter'")])
-def test_several_outputs_ask_for_a_wrapper(tmp_path, cls, what):
-    with pytest.raises(ModelInputError, match=what) as err:
-        from_module(cls(), input_shape=(4, 20))
-    assert "wrap the model" in str(err.value)
-    path = tmp_path / "multi.pt2"
-    torch.export.save(torch.export.export(cls(), (one_hot(2, 20),)), str(path))
-    with pytest.raises(ModelInputError, match="wrap the model"):
-        load_model(path)
+def test_several_outputs_load_as_the_models_pytree(tmp_path):
+    net = toys.TupleOutput().eval()
+    m = from_module(net, input_shape=(4, 20))
+    assert m.output_shapes == {"0": (2, 20), "1": (2,)} and m.output_shape == (2, 20) and m.n_outputs == 40
+    x = one_hot(3, 20)
+    got = m.module()(x)
+    assert isinstance(got, tuple) and len(got) == 2
+    torch.testing.assert_close(got[1], net(x)[1])
+    path = tmp_path / "dict.pt2"
+    torch.export.save(torch.export.export(toys.DictOutput(), (one_hot(2, 20),)), str(path))  # fixed batch
+    m = load_model(path)
+    assert m.output_shapes == {"enhancer": (1,), "promoter": (1,)} and m.output_shape == (1,)
+    assert set(m.module()(one_hot(5, 20))) == {"enhancer", "promoter"}
+
+
+def test_single_output_has_the_empty_key():
+    assert from_module(toys.PaddedCNN(), input_shape=(4, 20)).output_shapes == {"": (3,)}
+
+
+class ReturnsNone(nn.Module):
+    def forward(self, x):
+        return x.mean(-1), None
+
+
+def test_non_tensor_output_is_refused():
+    with pytest.raises(ModelInputError, match="NoneType as 1"):
+        from_module(ReturnsNone(), input_shape=(4, 10))
 
 
 def test_double_model_is_exported_in_float64():
@@ -409,7 +429,7 @@ def test_pt2_with_a_smuggled_pickle_is_refused(tmp_path):
             zout.writestr(info, data)
     assert replaced == 1
     assert load_model(good).format == "pt2"  # the untouched archive passes the check
-    with pytest.raises(UntrustedModelError, match="--trust-model") as err:
+    with pytest.raises(UntrustedModelError, match="trust=True") as err:
         load_model(evil)
     assert "tests.toy_models._make_marker" in str(err.value)
     assert not marker.exists(), "the smuggled pickle was unpickled"

@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from dnalift import pipeline
+from dnalift.config import ScoreConfig
 from dnalift.encoding import one_hot_encode
 from dnalift.errors import ReferenceInputError, SequenceError, TargetError
 from dnalift.io.store import open_results, partial_path
@@ -47,6 +48,12 @@ def files(tmp_path_factory):
     return types.SimpleNamespace(dir=d, model=d / "net.pt2", fasta=d / "seqs.fa", seqs=seqs, net=net)
 
 
+def score(files, progress=None, **options):
+    """pipeline.score on the module's model and FASTA with ``options``."""
+    options.setdefault("fasta", files.fasta)
+    return pipeline.score(ScoreConfig(model=files.model, **options), progress=progress)
+
+
 def test_parse_shard():
     from dnalift.io.store import parse_shard
 
@@ -66,25 +73,6 @@ def test_output_paths():
     assert pipeline.output_paths("o.h5", ["a/b", "a_b"]) == [Path("o.0_a_b.h5"), Path("o.1_a_b.h5")]
 
 
-def _fake_model(n, names=None):
-    return types.SimpleNamespace(n_outputs=n, output_names=names, name="m.pt", path="m.pt")
-
-
-def test_resolve_targets():
-    m = _fake_model(3, ("a", "b", "c"))
-    assert pipeline.resolve_targets(m, ["c", 0, "-2"]) == [(2, "c"), (0, "0"), (1, "-2")]
-    with pytest.raises(TargetError, match="0=a, 1=b, 2=c"):
-        pipeline.resolve_targets(m, ["d"])
-    with pytest.raises(TargetError, match="given twice"):
-        pipeline.resolve_targets(m, ["a", "0"])
-    with pytest.raises(TargetError, match="3 output"):
-        pipeline.resolve_targets(m, [3])
-    with pytest.raises(TargetError, match="declares no output names"):
-        pipeline.resolve_targets(_fake_model(1), ["x"])
-    with pytest.raises(TargetError):
-        pipeline.resolve_targets(m, [])
-
-
 def test_union_ranges():
     assert pipeline._union_ranges([[(0, 4), (8, 12)], [(4, 6)], [(10, 14), (20, 20)]]) == [(0, 6), (8, 14)]
     assert pipeline._union_ranges([[], []]) == []
@@ -100,7 +88,7 @@ def test_summary_line():
 def test_score_progress_and_summary_without_printing(files, tmp_path, capsys):
     calls = []
     out = tmp_path / "o.h5"
-    summary = pipeline.score(files.model, fasta=files.fasta, output=out, n_refs=3, chunk_size=4,
+    summary = score(files, output=out, n_refs=3, chunk_size=4,
                              targets=[0, 1], progress=lambda done, total: calls.append((done, total)))
     assert capsys.readouterr() == ("", "")
     assert calls[0] == (0, 10) and calls[-1] == (10, 10)
@@ -119,19 +107,20 @@ def test_score_progress_and_summary_without_printing(files, tmp_path, capsys):
 def test_reference_fasta_shared_and_per_sequence(files, tmp_path):
     shared = tmp_path / "shared.fa"
     shared.write_text(">r0\n" + "A" * L + "\n>r1\n" + "GC" * (L // 2) + "\n")
-    s = pipeline.score(files.model, fasta=files.fasta, output=tmp_path / "s.h5", reference=str(shared))
+    s = score(files, output=tmp_path / "s.h5", reference=str(shared))
     refs = one_hot_encode(["A" * L, "GC" * (L // 2)]).astype(np.float32)
     with torch.no_grad():
         expected = files.net(torch.from_numpy(refs))[:, 0].mean().item()
     with open_results(s.outputs[0]) as r:
         np.testing.assert_allclose(r.reference_predictions(), expected, atol=1e-5)
-        assert r.attrs["n_refs"] == 2 and r.attrs["reference"] == f"file:{shared}"
+        assert r.attrs["n_refs"] == 2 and r.attrs["reference"] == "file"
+        assert r.attrs["reference_path"] == str(shared) and len(r.attrs["reference_sha256"]) == 64
         np.testing.assert_allclose(r.projected().sum(axis=(1, 2)), r.predictions() - r.reference_predictions(),
                                    atol=2e-5)
     # per sequence: NAME/0, NAME/1 records (here: each sequence reversed, and all T)
     per = tmp_path / "per.fa"
     per.write_text("".join(f">{k}/0\n{v[::-1]}\n>{k}/1\n{'T' * L}\n" for k, v in files.seqs.items()))
-    s = pipeline.score(files.model, fasta=files.fasta, output=tmp_path / "p.h5", reference=str(per))
+    s = score(files, output=tmp_path / "p.h5", reference=str(per))
     R = np.stack([one_hot_encode([v[::-1], "T" * L]) for v in files.seqs.values()]).astype(np.float32)
     with torch.no_grad():
         expected = files.net(torch.from_numpy(R.reshape(-1, 4, L)))[:, 0].reshape(-1, 2).mean(1).numpy()
@@ -141,12 +130,12 @@ def test_reference_fasta_shared_and_per_sequence(files, tmp_path):
     first = next(iter(files.seqs))
     partial = tmp_path / "partial.fa"
     partial.write_text(f">{first}/0\n{'A' * L}\n")
-    with pytest.raises(ReferenceInputError, match="no reference record"):
-        pipeline.score(files.model, fasta=files.fasta, output=tmp_path / "x.h5", reference=str(partial))
+    with pytest.raises(ReferenceInputError, match="no references for sequence"):
+        score(files, output=tmp_path / "x.h5", reference=str(partial))
     short = tmp_path / "short.fa"
     short.write_text(">r\nACGT\n")
     with pytest.raises(ReferenceInputError, match="length 4"):
-        pipeline.score(files.model, fasta=files.fasta, output=tmp_path / "y.h5", reference=str(short))
+        score(files, output=tmp_path / "y.h5", reference=str(short))
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".h5") == ["p.h5", "s.h5"]
 
 
@@ -172,7 +161,7 @@ def test_failure_clean_up(files, tmp_path, monkeypatch):
         out = tmp_path / f"{type(exc).__name__}{at}.h5"
         monkeypatch.setattr(engine, "attribute", failing(exc, at))
         with pytest.raises(type(exc)):
-            pipeline.score(files.model, fasta=files.fasta, output=out, n_refs=2, chunk_size=4)
+            score(files, output=out, n_refs=2, chunk_size=4)
         assert not out.exists()
         assert partial_path(out).exists() == kept, (exc, at)
     monkeypatch.setattr(engine, "attribute", real)
@@ -195,10 +184,148 @@ def test_conservation_warning_names_sequences(files, tmp_path, monkeypatch):
     from dnalift.errors import ConservationWarning
 
     with pytest.warns(ConservationWarning, match=r"worst: q1 \(0\.5"):
-        pipeline.score(files.model, fasta=files.fasta, output=tmp_path / "w.h5", n_refs=2)
+        score(files, output=tmp_path / "w.h5", n_refs=2)
 
 
 def test_logging_only(files, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="dnalift"):
-        pipeline.score(files.model, fasta=files.fasta, output=tmp_path / "l.h5", n_refs=2)
+        score(files, output=tmp_path / "l.h5", n_refs=2)
     assert any("10 sequences of length 16" in r.getMessage() for r in caplog.records)
+
+
+# ------------------------------------------------------------------------------- config, inputs, fingerprints
+
+
+def test_score_config_checks_every_option(files, tmp_path):
+    from dnalift.config import Mode, ReferenceMethod
+    from dnalift.errors import OptionError
+
+    c = ScoreConfig(model=files.model, fasta=files.fasta, output=tmp_path / "o.h5", rule="genomics",
+                    shard=" 2-OF-3 ", targets="0", allow_gradient=["aten.erf", " "])
+    assert c.rule is Mode.GENOMICS and c.shard == "2-of-3" and c.targets == ("0",) and c.allow_gradient == ("erf",)
+    assert c.reference is ReferenceMethod.DINUC and c.reference_file is None
+    bad = {"n_refs": 0, "seed": -1, "width": 0, "rule": "deeplift", "device": "mps", "shard": "3-of-2",
+           "reference": str(tmp_path / "none.fa"), "batch_size": 1.5, "targets": (), "n_policy": "drop"}
+    for argument, value in bad.items():
+        with pytest.raises(OptionError) as info:
+            ScoreConfig(model=files.model, fasta=files.fasta, output=tmp_path / "o.h5", **{argument: value})
+        assert info.value.argument == argument, (argument, info.value)
+    with pytest.raises(OptionError, match="exactly one of fasta"):
+        ScoreConfig(model=files.model, output=tmp_path / "o.h5")
+    with pytest.raises(OptionError, match="genome"):
+        ScoreConfig(model=files.model, regions=files.fasta, output=tmp_path / "o.h5")
+
+
+def test_model_loaded_once(files, tmp_path, monkeypatch):
+    """FASTA, and regions without width (the model gives the width): one load each."""
+    import dnalift.models as models
+
+    real, calls = models.load_model, []
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("input_length"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(models, "load_model", counting)
+    score(files, output=tmp_path / "a.h5", n_refs=2)
+    assert calls == [L]
+    genome = tmp_path / "g.fa"
+    genome.write_text(">chr1\n" + "ACGT" * 30 + "\n")
+    bed = tmp_path / "r.bed"
+    bed.write_text("chr1\t40\t60\n")
+    calls.clear()
+    summary = score(files, fasta=None, regions=bed, genome=genome, output=tmp_path / "b.h5", n_refs=2)
+    assert calls == [None] and summary.n_sequences == 1
+    with open_results(tmp_path / "b.h5") as r:
+        assert r.length == L and r.attrs["input_kind"] == "regions"
+
+
+def test_resume_compares_content_not_paths(files, tmp_path, monkeypatch):
+    """A partial file written from an absolute path resumes from a relative path of the same FASTA (and a copy
+    of it); the fingerprint attributes are recorded."""
+    import os
+
+    import dnalift.attribution.engine as engine
+
+    real, calls = engine.attribute, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    out = tmp_path / "o.h5"
+    monkeypatch.setattr(engine, "attribute", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        score(files, output=out, n_refs=2, chunk_size=4)
+    monkeypatch.setattr(engine, "attribute", real)
+    copy = tmp_path / "copy" / "seqs.fa"
+    copy.parent.mkdir()
+    copy.write_bytes(files.fasta.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    summary = score(files, fasta=os.path.relpath(copy), output="o.h5", n_refs=2, chunk_size=4, resume=True)
+    assert (summary.n_resumed, summary.n_scored) == (4, 6)
+    with open_results(out) as r:
+        attrs = r.attrs
+    assert len(attrs["input_sha256"]) == 64 and len(attrs["model_sha256"]) == 64
+    assert attrs["input"] == str(files.fasta) and "reference_sha256" not in attrs  # the first run's provenance
+
+
+def test_fingerprint_is_the_content(files, tmp_path):
+    from dnalift.io.fasta import open_fasta
+
+    rewrapped = tmp_path / "wrapped.fa"
+    rewrapped.write_text("".join(f">{k}\n{v[:8].lower()}\n{v[8:].lower()}\n" for k, v in files.seqs.items()))
+    with open_fasta(files.fasta) as a, open_fasta(rewrapped) as b:
+        assert a.scan().sha256 == b.scan().sha256  # line wrapping and case do not change the content
+    changed = tmp_path / "changed.fa"
+    items = list(files.seqs.items())
+    items[3] = (items[3][0], "A" + items[3][1][1:] if items[3][1][0] != "A" else "C" + items[3][1][1:])
+    changed.write_text("".join(f">{k}\n{v}\n" for k, v in items))
+    with open_fasta(files.fasta) as a, open_fasta(changed) as b:
+        assert a.scan().sha256 != b.scan().sha256
+
+
+def test_warns_about_u_and_mostly_n(files, tmp_path, caplog):
+    fa = tmp_path / "rna.fa"
+    records = {"a": "ACGU" * 4, "b": "N" * 9 + "ACGTACG", "c": "ACGT" * 4, "d": "UUUU" + "ACGT" * 3}
+    fa.write_text("".join(f">{k}\n{v}\n" for k, v in records.items()))
+    with caplog.at_level(logging.WARNING, logger="dnalift"):
+        score(files, fasta=fa, output=tmp_path / "o.h5", n_refs=2)
+    text = caplog.text
+    assert "2 of 4 sequences contain U" in text and "'a', 'd'" in text
+    assert "1 of 4 sequences are mostly N" in text and "'b'" in text
+
+
+def test_output_lock_refuses_a_second_run_and_keeps_its_partial_file(files, tmp_path):
+    from dnalift.errors import OutputInUseError
+    from dnalift.io.store import OutputLock
+
+    out = tmp_path / "o.h5"
+    partial = partial_path(out)
+    partial.write_bytes(b"a live partial file")
+    with OutputLock(out):
+        with pytest.raises(OutputInUseError, match="being written by another dnalift run") as info:
+            score(files, output=out, n_refs=2, force=True)
+        assert info.value.details["pid"] == __import__("os").getpid()
+    assert partial.read_bytes() == b"a live partial file"
+    score(files, output=out, n_refs=2, force=True)  # the lock is gone: the run starts over
+    assert out.exists() and not partial.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["o.h5"]
+
+
+def test_output_may_not_be_an_input(files, tmp_path):
+    from dnalift.errors import OptionError
+
+    before = files.fasta.read_bytes()
+    with pytest.raises(OptionError, match="is the fasta file the run reads"):
+        score(files, output=files.fasta, force=True)
+    with pytest.raises(OptionError, match="is the model file"):
+        score(files, output=files.model, force=True)
+    assert files.fasta.read_bytes() == before
+
+
+def test_failed_run_leaves_no_empty_folder(files, tmp_path):
+    with pytest.raises(TargetError):
+        score(files, output=tmp_path / "new" / "deeper" / "o.h5", targets=[7])
+    assert list(tmp_path.iterdir()) == []

@@ -83,7 +83,8 @@ def test_plot_result_png(result, tmp_path):
     fig = plot_result(result, "b", hypothetical=True)
     assert len(fig.axes) == 2
     assert fig.axes[0].get_title() == "b — prediction 1.5"
-    assert "chr3:2,001-2,040 -" in fig.axes[1].get_xlabel()
+    assert "chr3:2000-2040 - (0-based, end exclusive)" in fig.axes[1].get_xlabel()
+    assert fig.axes[1].get_xlabel().startswith("position in sequence (0-based)")
     assert len(letters(fig.axes[0])) == 40 and len(letters(fig.axes[1])) == 160
     assert fig.axes[1].get_ylim() == (-1.0, pytest.approx(5.02))  # G 5 + C 0.01 + T 0.01 above, A -1 below
     png = tmp_path / "logo.png"

@@ -133,3 +133,96 @@ def test_revealcancel_differs_from_rescale_only_where_it_should():
     a = attribute(program, x, refs, dtype=F64, rule="rescale")
     b = attribute(program, x, refs, dtype=F64, rule="revealcancel")
     torch.testing.assert_close(a.contributions, b.contributions)
+
+
+# ------------------------------------------------------------------ the original code's conventions (issue 9)
+def _linear(weight, bias):
+    layer = nn.Linear(len(weight[0]), len(weight))
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor(weight))
+        layer.bias.copy_(torch.tensor(bias))
+    return layer
+
+
+def test_dead_relu_with_cancelling_parts_gets_the_average_multiplier():
+    """Linear(2->3) W=[[1,-1],[1,0],[0,1]], b=[-0.5,0,0] -> ReLU -> Linear(3->1) W=[1,1,-1], b=-0.1 -> ReLU ->
+    Linear(1->1); x = (0.7, 0.3), reference 0.
+
+    Hidden unit 1 is dead at x (-0.1) and at the reference (-0.5): its difference is exactly 0, but its parts
+    are not (terms 0.7 and -0.3 give dy+ = 0.1, dy- = -0.1: m+ = 1/7, m- = 1/3). Units 2 and 3 have parts
+    (0.7, 0) and (0.3, 0): m+ = 1, m- = the limit (relu'(0) + relu'(dx+))/2 = 1/2. The output unit's parts are
+    0.7 and -0.3 at z0 = -0.1: dy+ = (0.6 + 0.3)/2 = 0.45, dy- = 0.3 - 0.45 = -0.15, so m+ = 9/14, m- = 1/2.
+    Going back through the second layer, unit 1 (difference exactly 0: the sign of the forward difference)
+    gets the average (9/14 + 1/2)/2 = 4/7, unit 2 gets m+ = 9/14, unit 3 m- * (-1) = -1/2. Through the ReLUs:
+    unit 1's parts get 4/7 * 1/7 and 4/7 * 1/3, unit 2's 9/14 and 9/28, unit 3's -1/2 and -1/4. Through the
+    first layer: x1 (all weights >= 0) gets 4/49 + 9/14 = 71/98, contribution 0.7 * 71/98 = 0.507142...;
+    x2 gets m+ of unit 3 (w = 1) plus m- of unit 1 (w = -1): -1/2 - 4/21 = -29/42, contribution -0.207142...
+    (the original code's numbers). Taking the sign at unit 1 from the carried parts instead (rounding noise)
+    gives it m+ or m- alone and the scores (0.5, -0.2).
+    """
+    model = nn.Sequential(_linear([[1, -1], [1, 0], [0, 1]], [-0.5, 0, 0]), nn.ReLU(),
+                          _linear([[1, 1, -1]], [-0.1]), nn.ReLU(), _linear([[1]], [0])).double()
+    program = export(model, torch.zeros(2, 2, dtype=F64))
+    x = torch.tensor([[0.7, 0.3]], dtype=F64)
+    result = attribute(program, x, torch.zeros(1, 2, dtype=F64), dtype=F64, rule="revealcancel")
+    torch.testing.assert_close(result.contributions, torch.tensor([[0.50714285714285714, -0.20714285714285714]],
+                                                                  dtype=F64))
+    assert abs(result.deltas.item()) < 1e-15
+
+
+class _ConvPoolDense(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(2, 1, 1)
+        self.out = nn.Linear(1, 1)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([[[1.0], [-1.0]]]))
+            self.conv.bias.fill_(-1.0)
+            self.out.weight.fill_(1.0)
+            self.out.bias.zero_()
+
+    def forward(self, x):
+        return self.out(F.max_pool1d(F.relu(self.conv(x)), 2).flatten(1))
+
+
+@pytest.mark.parametrize("rule,expected", [("rescale", [0.0, -1.0, 0.0, 0.0]),
+                                           ("revealcancel", [1.0, -1.0, -1.0, 0.0]),
+                                           ("genomics", [0.0, -1.0, 0.0, 0.0])])
+def test_exact_max_rule_gives_the_gradient_where_the_inputs_argmax_does_not_change(rule, expected):
+    """Conv1d(2->1, k=1) w=(1,-1), b=-1 -> ReLU -> MaxPool1d(2) -> Linear; x = [[3, 0], [2.5, 0]],
+    ref = [[0, 2], [0, 0]].
+
+    Conv: x gives (-0.5, -1), the reference (-1, 1); after the ReLU (0, 0) and (0, 1). The window's maxima:
+    y = 0 at position 0 (the input's argmax, where the difference is 0), y0 = 1 at position 1. The exact rule
+    routes y - y0 = -1 to position 1 (coefficient (y - M)/dx = -1/-1 = 1) and gives position 0 the gradient, 1
+    (not 0). Under Rescale position 0's ReLU multiplier is 0/0.5 = 0 so it gets nothing either way; under
+    RevealCancel its parts (3 from x_A, -2.5 from x_C) give dy+ = 1, dy- = -1, m+ = 1/3, m- = 0.4, so x_A at
+    position 0 contributes 1/3 * 3 = 1 and x_C -0.4 * 2.5 = -1; position 1: ReLU m = (0 - 1)/(-1 - 1) = 0.5,
+    x_A gets 0.5 * (0 - 2) = -1.
+    """
+    program = export(_ConvPoolDense().double(), torch.zeros(2, 2, 2, dtype=F64))
+    x = torch.tensor([[[3.0, 0.0], [2.5, 0.0]]], dtype=F64)
+    ref = torch.tensor([[[0.0, 2.0], [0.0, 0.0]]], dtype=F64)
+    result = attribute(program, x, ref, dtype=F64, rule=rule)
+    assert result.contributions.flatten().tolist() == pytest.approx(expected, abs=1e-12)
+
+
+def test_a_zero_part_gets_the_limit_multiplier():
+    """One-hot A at one position, reference 0, Flatten -> Linear(4->1) w = (1, -1, 0.5, 0), b = 0 -> Sigmoid.
+
+    The terms w * dx are (1, 0, 0, 0): dx+ = 1 and dx- = 0 exactly, so m+ = (s(1) - s(0)) / 1 and m- is the
+    limit (s'(0) + s'(0 + 1)) / 2 = (1/4 + s(1)(1 - s(1))) / 2 (what the original code's 1e-7 pseudocount
+    approximates). The hypothetical scores read the multipliers of the bases that are not there (difference
+    exactly 0): (m+ + m-)/2 * w. So H = (m+, -(m+ + m-)/2, 0.5 (m+ + m-)/2, 0)."""
+    layer = _linear([[1.0, -1.0, 0.5, 0.0]], [0.0])
+    model = nn.Sequential(nn.Flatten(), layer, nn.Sigmoid()).double()
+    program = export(model, torch.zeros(2, 4, 1, dtype=F64))
+    x = torch.tensor([[[1.0], [0.0], [0.0], [0.0]]], dtype=F64)
+    result = attribute(program, x, torch.zeros(1, 4, 1, dtype=F64), dtype=F64, rule="revealcancel")
+    s1 = torch.sigmoid(torch.tensor(1.0, dtype=F64)).item()
+    m_pos = s1 - 0.5
+    m_neg = (0.25 + s1 * (1 - s1)) / 2
+    average = (m_pos + m_neg) / 2
+    expected = torch.tensor([[[m_pos], [-average], [0.5 * average], [0.0]]], dtype=F64)
+    torch.testing.assert_close(result.hypothetical, expected, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(result.contributions, expected * x)

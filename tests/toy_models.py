@@ -195,3 +195,79 @@ class MarkerModule(nn.Module):
 
     def __reduce__(self):
         return (_make_marker, (self.marker_path,))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# models of the export layer's tests (control inputs, crops, autocast, batch-size values)
+
+
+class CroppedProfile(nn.Module):
+    """BPNet-like and scriptable: Conv1d(4, 3, 5, padding=2) -> ReLU; a profile head cropped by ``trimming`` on
+    each side (``y[:, :, t:x.shape[2] - t]``) and a count head reshaped to ``(x.shape[0], 1)``."""
+
+    def __init__(self, trimming: int = 4):
+        super().__init__()
+        self.trimming = trimming
+        self.conv = nn.Conv1d(4, 3, 5, padding=2)
+        self.profile = nn.Conv1d(3, 2, 3, padding=1)
+        self.count = nn.Linear(3, 1)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x))
+        start, end = self.trimming, x.shape[2] - self.trimming
+        y = self.profile(h)[:, :, start:end]
+        return y, self.count(h.mean(dim=2)).reshape(x.shape[0], 1)
+
+
+class BatchZeros(nn.Module):
+    """Adds ``torch.zeros(x.shape[0], 1)`` (a value that depends only on the batch size) to a dense head."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(4, 3, 3)
+        self.out = nn.Linear(4, 1)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x)).mean(dim=-1)
+        extra = torch.zeros(x.shape[0], 1, dtype=x.dtype, device=x.device)
+        return self.out(torch.cat([h, extra], dim=1))
+
+
+class WithControl(nn.Module):
+    """``forward(x, x_ctl)``: a required control track ``(n, 2, length)`` concatenated to the one-hot input."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(6, 3, 3, padding=1)
+        self.out = nn.Linear(3, 1)
+
+    def forward(self, x, x_ctl):
+        return self.out(torch.relu(self.conv(torch.cat([x, x_ctl], dim=1))).mean(dim=-1))
+
+
+class DisabledAutocast(nn.Module):
+    """A head inside ``torch.autocast("cuda", enabled=False)`` with an ``x.float()`` in it, as borzoi-pytorch's."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(4, 3, 3)
+        self.out = nn.Linear(3, 2)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x)).mean(dim=-1)
+        with torch.autocast("cuda", enabled=False):
+            y = self.out(h.float())
+        return y.to(torch.float32)
+
+
+class EnabledAutocast(DisabledAutocast):
+    """The head inside an enabled ``torch.autocast("cpu", dtype=torch.bfloat16)``: it would compute in bfloat16."""
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x)).mean(dim=-1)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = self.out(h)
+        return y
+
+
+__all__ += ["CroppedProfile", "BatchZeros", "WithControl", "DisabledAutocast", "EnabledAutocast"]

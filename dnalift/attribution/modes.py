@@ -8,88 +8,73 @@ Modes
     RevealCancel at every elementwise nonlinearity.
 ``genomics``
     The original DeepLIFT code's default for DNA models: Rescale on a nonlinearity whose input comes from a
-    convolution, RevealCancel on one whose input comes from a dense layer (``linear``, ``addmm``, ``mm``,
-    ``matmul``, ``bmm``). "Comes from" looks back through ops that only add a bias, scale, normalise or
-    reshape (add/sub of constants, batch norm, views, dropout). A nonlinearity fed by anything else (the input
-    itself, a max pool, another nonlinearity, a product, a residual add of two branches) gets Rescale.
+    convolution, RevealCancel on one whose input comes from a dense layer (registry role ``DENSE``: ``linear``,
+    ``addmm``, ``mm``/``matmul``/``bmm`` with a constant weight). "Comes from" looks back through ops of role
+    ``PASS`` that have one input-dependent argument (bias, scaling, batch norm, views, dropout). A nonlinearity
+    fed by anything else (the input itself, a max pool, another nonlinearity, a product, a residual add of two
+    branches) gets Rescale.
+
+A step's difference is carried as positive and negative parts (``needs_split``) when a RevealCancel unit reads
+it, directly or through ops that route parts; weighted layers, composite ops and the gradient fallback split
+their input afresh (or not at all), so the need stops there. When no nonlinearity gets RevealCancel (every
+model in Rescale mode, an all-convolution model in genomics mode) nothing is split and the engine takes the
+Rescale pass.
 """
 
 from __future__ import annotations
 
-from dnalift.attribution import ops
+from dnalift.attribution.kinds.base import iter_nodes
+from dnalift.attribution.registry import Role
 
-MODES = ("rescale", "revealcancel", "genomics")
-_PASS_THROUGH = ops.POSITIVE_STRUCTURAL | ops.SCALING | {"add", "sub", "neg", "rsub"}
-_DENSE = {"linear", "addmm", "mm", "matmul", "bmm"}
-_CONV = {"conv1d", "conv2d", "convolution", "_convolution"}
-
-
-def _producer(plan):
-    return {step.node.name: step for step in plan.steps}
+def _dependent_parents(step, producers) -> list:
+    return [producers[n.name] for n in iter_nodes(step.args) if n.name in producers]
 
 
-def _dependent_inputs(step, producers):
-    from dnalift.attribution.plan import _iter_nodes
-
-    return [producers[n.name] for n in _iter_nodes(step.args) if n.name in producers]
-
-
-def nonlinear_rules(plan, rule: str) -> dict:
-    """Map each nonlinear step's node name to ``"rescale"`` or ``"revealcancel"``.
+def resolve(steps: list, mode: str) -> bool:
+    """Set ``mode`` on nonlinear steps and ``needs_split`` on every step; whether any step needs parts.
 
     Parameters
     ----------
-    plan : Plan
-    rule : {"rescale", "revealcancel", "genomics"}
+    steps : list of Step
+        In execution order.
+    mode : {"rescale", "revealcancel", "genomics"}
     """
-    if rule not in MODES:
-        raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(MODES)}")
-    producers = _producer(plan)
-    chosen = {}
-    for step in plan.steps:
+    producers = {s.node.name: s for s in steps if s.kind != "shape"}
+    for step in steps:
         if step.kind != "nonlinear":
             continue
-        if rule != "genomics":
-            chosen[step.node.name] = rule
-            continue
-        chosen[step.node.name] = "revealcancel" if _parent_layer(step, producers) in _DENSE else "rescale"
-    return chosen
+        if mode == "genomics":
+            step.mode = "revealcancel" if _feeding_layer(step, producers) is Role.DENSE else "rescale"
+        else:
+            step.mode = mode
+    users: dict[str, list] = {}
+    for step in steps:
+        for parent in _dependent_parents(step, producers):
+            users.setdefault(parent.node.name, []).append(step)
+    for step in reversed(steps):
+        step.needs_split = any(_reads_parts(user) for user in users.get(step.node.name, ()))
+    return any(s.mode == "revealcancel" for s in steps)
 
 
-def _parent_layer(step, producers) -> str | None:
+def _reads_parts(user) -> bool:
+    """Whether a step needs its inputs' differences as parts."""
+    if user.kind == "nonlinear":
+        return user.mode == "revealcancel" or user.needs_split
+    if user.rule is None or user.rule.resplits:
+        return False  # weighted layers split by the sign of each term; chains take the whole difference
+    return user.needs_split
+
+
+def _feeding_layer(step, producers) -> Role | None:
     current = step
     while True:
-        parents = _dependent_inputs(current, producers)
+        parents = _dependent_parents(current, producers)
         if len(parents) != 1:
             return None
         parent = parents[0]
-        if parent.name in _DENSE or parent.name in _CONV:
-            return parent.name
-        if parent.kind == "linear" and parent.name in _PASS_THROUGH:
+        if parent.role in (Role.DENSE, Role.CONV):
+            return parent.role
+        if parent.role is Role.PASS and parent.kind == "linear":
             current = parent
             continue
         return None
-
-
-def split_needed(plan, rules: dict) -> set:
-    """Names of nodes whose difference must be carried as positive and negative parts.
-
-    A node needs the split when a RevealCancel nonlinearity reads it, directly or through ops that route the
-    parts (everything except the weighted linear ops, which split their input afresh by the sign of each term).
-    """
-    users: dict[str, list] = {}
-    producers = _producer(plan)
-    for step in plan.steps:
-        for parent in _dependent_inputs(step, producers):
-            users.setdefault(parent.node.name, []).append(step)
-    needed: set = set()
-    for step in reversed(plan.steps):
-        name = step.node.name
-        for user in users.get(name, ()):
-            if user.kind == "nonlinear" and rules.get(user.node.name) == "revealcancel":
-                needed.add(name)
-            elif user.name in ops.WEIGHTED or user.kind == "gradient":
-                continue
-            elif user.node.name in needed:
-                needed.add(name)
-    return needed

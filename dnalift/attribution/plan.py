@@ -1,23 +1,32 @@
-"""Compile an exported program into a plan the engine can run many times.
+"""Compile an exported program into a plan the engine can run many times, for one mode and max rule.
 
 A plan is the exported ATen graph as a list of steps in execution order. Each step knows its function (the
-out-of-place version of the op), its arguments (graph values or constants), whether it depends on the input,
-its DeepLIFT kind (see :mod:`dnalift.attribution.ops`), the dimension that holds the batch, and after which
-step each value can be freed. Unsupported ops are found here, before anything runs, and named with the line of
-the model's source that made them.
+out-of-place version of the op), its arguments (graph values or constants), its rule from the registry
+(:mod:`dnalift.attribution.registry`) resolved once for the mode and max rule (``mode`` of a nonlinearity,
+whether its difference must be carried as positive and negative parts), the dimension that holds the batch, and
+after which step each value can be freed. Every op without a rule is found here, before anything runs, and named
+with the line of the model's source that made it, all of them in one error.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 import torch.fx
+import torch.utils._pytree as pytree
 
-from dnalift.attribution import ops
-from dnalift.errors import ModelInputError, UnsupportedOpError
+from dnalift.attribution import modes
+from dnalift.attribution.kinds.base import Kind, functional, iter_nodes, op_name
+from dnalift.attribution.kinds.bookkeeping import Gradient, NoValue, Refused
+from dnalift.attribution.registry import Role, rule_for
+from dnalift.config import MaxRule, Mode
+from dnalift.errors import ModelInputError, UnsupportedOp, UnsupportedOpError
+from dnalift.export_inputs import key_name
+from dnalift.export_passes import source_line as source_of
+
+_GRADIENT = Gradient()
 
 
 @dataclasses.dataclass
@@ -31,68 +40,128 @@ class Step:
     fn : callable
         The out-of-place ATen function to call.
     name : str
-        The ATen packet name (``"conv1d"``, ``"relu"``...).
+        The ATen op name (``"conv1d"``, ``"relu"``...).
     kind : str
-        ``"const"`` when the value does not depend on the input, else a kind of :func:`ops.classify`
-        or ``"gradient"`` for ops the user allowed through with gradients.
+        ``"const"`` (folded), ``"shape"`` (depends on the batch's shape only), or the name of its rule's kind.
+    rule : Kind or None
+        The rule (None for ``const`` and ``shape`` steps).
+    role : Role
+        Its role for the genomics mode.
     args, kwargs
         Arguments with :class:`torch.fx.Node` objects standing for graph values.
-    dependent_args : tuple of int
-        Positions in ``args`` holding input-dependent tensors (lists count through their items).
     batch_dim : int or None
         The dimension of the output that holds the batch, from the exported shapes.
     source : str
         Where in the model's code the op was made, for messages.
+    mode : str or None
+        ``"rescale"`` or ``"revealcancel"`` for an elementwise nonlinearity.
+    max_rule : str
+        ``"exact"`` or ``"gradient"``.
+    needs_split : bool
+        Whether this step's difference is carried as positive and negative parts (a RevealCancel unit reads it).
+    split_pass : bool
+        Whether the plan runs the RevealCancel pass (some unit gets RevealCancel), where differences are carried.
     """
 
     node: torch.fx.Node
     fn: Callable
     name: str
     kind: str
+    rule: Kind | None
+    role: Role
     args: tuple
     kwargs: dict
-    dependent_args: tuple
     batch_dim: int | None
     source: str
-    rule: str = ""  # "rescale" or "revealcancel" for nonlinear steps, filled by the engine per mode
+    mode: str | None = None
+    max_rule: str = "exact"
+    needs_split: bool = False
+    split_pass: bool = False
+
+    @property
+    def label(self) -> str:
+        """The rule in plain language (``dnalift info``)."""
+        return self.rule.label_for(self) if self.rule is not None else self.kind
+
+    def run(self, args, kwargs):
+        """The op's value on resolved arguments."""
+        if self.rule is None:
+            return self.fn(*args, **kwargs)
+        return self.rule.forward(self, args, kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Output:
+    """One tensor the model returns.
+
+    Attributes
+    ----------
+    name : str
+        Its name: ``""`` for a model returning one tensor, else the position or key (``"0"``, ``"counts"``,
+        ``"heads.human"`` for nested outputs).
+    node : torch.fx.Node
+        The node whose value targets are taken on (the logits, where the model ends in a softmax).
+    shape : tuple of int
+        Its per-row shape.
+    softmax_dim : int or None
+        Set when the model applies a softmax (or log-softmax) to produce this output: targets are taken on the
+        logits, mean-normalised over this dimension (paper 2.5).
+    """
+
+    name: str
+    node: torch.fx.Node
+    shape: tuple
+    softmax_dim: int | None = None
 
 
 @dataclasses.dataclass
 class Plan:
-    """A model ready to be interpreted by the engine.
+    """A model ready to be interpreted by the engine for one mode and max rule.
 
     Attributes
     ----------
     steps : list of Step
-        Input-dependent steps in order (constant steps are folded into ``constants``).
+        Input-dependent and shape-dependent steps in order (constant steps are folded into ``constants``).
     input_name : str
-        The graph name of the model input.
-    output_node : torch.fx.Node
-        The node whose value is the model output used for targets.
-    softmax_output : tuple or None
-        ``(dim,)`` when the model ends in softmax/log-softmax: targets are then taken on the logits,
-        mean-normalised over ``dim``.
+        The graph name of the sequence input.
+    control_inputs : list of (str, tuple, torch.dtype)
+        Further model inputs (control tracks): graph name, per-row shape, dtype. The engine fills them.
+    outputs : list of Output
     constants : dict
         Values of graph nodes that do not depend on the input (parameters, buffers, folded ops).
-    last_use : dict
-        For each node name, the index of the last step that reads it (values are freed after it).
     released : list of list of str
-        For each step, the node names whose last use it is.
+        For each step, the node names whose last use it is (values are freed after it).
     input_shape : tuple
         Per-row input shape of the exported program.
+    batch_dims : dict
+        The batch dimension of every node's value.
+    x_needed : set of str
+        Nodes whose values on the sequences the rules read.
+    mode, max_rule : str
+    split_pass : bool
+        Whether some nonlinearity gets RevealCancel (the engine then carries differences as parts).
+    notes : list of str
+        Remarks on ``allow_gradient`` (names that do not occur or need no fallback).
     """
 
     steps: list
     input_name: str
-    output_node: torch.fx.Node
-    softmax_output: tuple | None
+    control_inputs: list
+    outputs: list
     constants: dict
-    last_use: dict
+    released: list
     input_shape: tuple
-    batch_dims: dict = dataclasses.field(default_factory=dict)
-    released: list = dataclasses.field(default_factory=list)
-    graph_module: Any = None
+    batch_dims: dict
+    x_needed: set
+    mode: str
+    max_rule: str
+    split_pass: bool
+    notes: list = dataclasses.field(default_factory=list)
     _cast_cache: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def output_nodes(self) -> list:
+        return [o.node for o in self.outputs]
 
     def constants_on(self, device: torch.device, dtype: torch.dtype) -> dict:
         """The constant values moved to a device, floating ones cast to ``dtype`` (cached)."""
@@ -109,38 +178,22 @@ class Plan:
         return self._cast_cache[key]
 
 
-def source_of(node: torch.fx.Node) -> str:
-    """The model source line that created a node, as ``file:line: code``, or the node name."""
-    trace = node.meta.get("stack_trace") or ""
-    frames = re.findall(r'File "([^"]+)", line (\d+), in \w+\n\s*(.*)', trace)
-    if frames:
-        path, line, code = frames[-1]
-        return f"{path.rsplit('/', 1)[-1]}:{line}: {code.strip()}"
-    return f"graph node {node.name}"
-
-
-def _batch_dim(node: torch.fx.Node) -> int | None:
+def _value_meta(node: torch.fx.Node):
     value = node.meta.get("val")
     if isinstance(value, (tuple, list)):
         value = value[0] if value else None
-    shape = getattr(value, "shape", None)
+    return value
+
+
+def batch_dim_of(node: torch.fx.Node) -> int | None:
+    """The dimension of a node's value that holds the batch (the first symbolic one), or None."""
+    shape = getattr(_value_meta(node), "shape", None)
     if shape is None:
         return None
     for dim, size in enumerate(shape):
         if isinstance(size, torch.SymInt) and not str(size).isdigit():
             return dim
     return 0 if len(shape) else None
-
-
-def _iter_nodes(arg):
-    if isinstance(arg, torch.fx.Node):
-        yield arg
-    elif isinstance(arg, (list, tuple)):
-        for item in arg:
-            yield from _iter_nodes(item)
-    elif isinstance(arg, dict):
-        for item in arg.values():
-            yield from _iter_nodes(item)
 
 
 def _carries_values(node: torch.fx.Node) -> bool:
@@ -150,52 +203,155 @@ def _carries_values(node: torch.fx.Node) -> bool:
     return isinstance(value, torch.Tensor)
 
 
-def _is_tensor_node(node: torch.fx.Node) -> bool:
-    value = node.meta.get("val")
-    return isinstance(value, torch.Tensor)
+def _row_shape(node: torch.fx.Node) -> tuple:
+    value = _value_meta(node)
+    shape = getattr(value, "shape", ())
+    return tuple(int(s) if not isinstance(s, torch.SymInt) or str(s).isdigit() else -1 for s in shape[1:])
 
 
-def _check_positions(step_name: str, node: torch.fx.Node, dependent: set) -> str | None:
-    """A reason why an op with a known name is still unsupported here (input in the wrong place)."""
-    args = node.args
-    first_dependent = bool(args) and any(n.name in dependent for n in _iter_nodes(args[0]))
-    if step_name in ops.WEIGHTED:
-        if step_name == "addmm":
-            weight_dep = any(n.name in dependent for n in _iter_nodes(args[2])) or \
-                any(n.name in dependent for n in _iter_nodes(args[0]))
-            if weight_dep:
-                return "a matrix product whose weight or bias depends on the input"
-            return None
-        if step_name in ("mm", "matmul", "bmm"):
-            return None  # one operand is constant (checked by the count); either side is fine
-        if not first_dependent or any(n.name in dependent for a in args[1:] for n in _iter_nodes(a)):
-            return "a convolution or linear layer whose weight or bias depends on the input"
-    if step_name == "div" and not first_dependent:
-        return "division by a value that depends on the input"
-    if step_name == "where" and any(n.name in dependent for n in _iter_nodes(args[0])):
-        return "torch.where with a condition that depends on the input"
-    if step_name == "max" and node.target._overloadname not in ("dim",):
-        return "max over all elements or of two tensors (use max over a dimension or amax)"
-    if step_name in ("batch_norm",) and len(args) > 5 and args[5] is True:
-        return "batch norm in training mode (put the model in eval mode before saving it)"
-    if step_name in ("dropout", "feature_dropout", "alpha_dropout") and len(args) > 2 and args[2] is True:
-        return "dropout in training mode (put the model in eval mode before saving it)"
-    if step_name in ops.NONLINEAR or step_name in ops.MAX:
-        if not first_dependent:
-            return "a nonlinearity whose parameters depend on the input"
-    if step_name in ops.POSITIVE_STRUCTURAL and not first_dependent:
-        return "an op whose shape or index arguments depend on the input values"
-    return None
+# ------------------------------------------------------------------------------------------------ compile
+@dataclasses.dataclass
+class _Graph:
+    """What a walk over the graph found."""
+
+    steps: list
+    problems: list
+    constants: dict
+    batch_dims: dict
+    input_name: str
+    input_shape: tuple
+    control_inputs: list
+    output_leaves: list
+    dependent: set
 
 
-def compile_plan(program, *, allow_gradient: tuple = ()) -> Plan:
-    """Turn an exported program into a :class:`Plan`, refusing ops that have no rule.
+def _inputs(program):
+    signature = program.graph_signature
+    user_inputs = list(signature.user_inputs)
+    if not user_inputs:
+        raise ModelInputError("the model takes no tensor input; dnalift scores models that take a one-hot "
+                              "sequence (n, 4, length)", argument="model")
+    state = dict(program.state_dict)
+    state.update(getattr(program, "constants", {}) or {})
+    targets = {spec.arg.name: spec.target for spec in signature.input_specs if spec.target is not None}
+    return user_inputs, state, targets
+
+
+def _walk(program, allow_gradient) -> _Graph:
+    user_inputs, state, targets = _inputs(program)
+    input_name = user_inputs[0]
+    g = _Graph([], [], {}, {}, input_name, (), [], [], set())
+    shaped: set[str] = set()
+    for node in program.graph.nodes:
+        if node.op == "placeholder":
+            if node.name == input_name:
+                g.dependent.add(node.name)
+                g.batch_dims[node.name] = 0
+                value = node.meta.get("val")
+                g.input_shape = tuple(int(s) for s in value.shape[1:]) if value is not None else ()
+            elif node.name in user_inputs:  # a control track: filled by the engine for each batch
+                shaped.add(node.name)
+                g.batch_dims[node.name] = 0
+                value = node.meta.get("val")
+                g.control_inputs.append((node.name, _row_shape(node), getattr(value, "dtype", torch.float32)))
+            else:
+                target = targets.get(node.name)
+                if target not in state:
+                    raise ModelInputError(f"the exported program has no value for {node.name}: re-export it",
+                                          argument="model")
+                g.constants[node.name] = state[target]
+        elif node.op == "output":
+            g.output_leaves = list(node.args[0])
+        elif node.op == "get_attr":
+            g.constants[node.name] = getattr(program.graph_module, node.target)
+        elif node.op != "call_function":
+            g.problems.append(UnsupportedOp(str(node.target), f"a graph node of type {node.op}", source_of(node),
+                                            node.name, allowable=False))
+        else:
+            _add_step(g, node, shaped, allow_gradient)
+    return g
+
+
+def _add_step(g: _Graph, node, shaped: set, allow_gradient) -> None:
+    inputs = list(iter_nodes((node.args, node.kwargs)))
+    name = op_name(node.target)
+    fn = functional(node.target)
+    entry = rule_for(name)
+    is_dependent = any(n.name in g.dependent and _carries_values(n) for n in inputs)
+    if (entry is not None and entry.shape_only) or not _carries_values(node):
+        is_dependent = False  # sizes, metadata checks, zeros_like: they read no value of the input
+    if not is_dependent:
+        kind = "shape" if any(n.name in g.dependent or n.name in shaped for n in inputs) else "const"
+        if kind == "shape":
+            shaped.add(node.name)
+        g.batch_dims[node.name] = batch_dim_of(node) if kind == "shape" else None
+        rule = entry.kind if entry is not None and isinstance(entry.kind, NoValue) else None
+        g.steps.append(Step(node, fn, name, kind, rule, Role.OTHER, node.args, node.kwargs,
+                            g.batch_dims[node.name], source_of(node)))
+        return
+    g.dependent.add(node.name)
+    rule, role, reason = None, Role.OTHER, "an op with no DeepLIFT rule"
+    if entry is not None:
+        rule, role = entry.resolve(node, g.dependent)
+        n_dependent = sum(1 for n in iter_nodes(node.args) if n.name in g.dependent and _carries_values(n))
+        if rule.max_dependent is not None and n_dependent > rule.max_dependent:
+            reason, rule = f"an op with {n_dependent} input-dependent tensors", None
+        else:
+            reason = rule.check(node, g.dependent)
+            if reason is not None:
+                rule = None
+    if rule is None:
+        if name in allow_gradient:
+            rule, role = _GRADIENT, Role.OTHER
+        else:
+            allowable = not isinstance(entry.kind if entry else None, Refused)
+            g.problems.append(UnsupportedOp(name, reason, source_of(node), node.name, allowable=allowable))
+            return
+    g.batch_dims[node.name] = batch_dim_of(node)
+    g.steps.append(Step(node, fn, name, rule.name, rule, role, node.args, node.kwargs, g.batch_dims[node.name],
+                        source_of(node)))
+
+
+def _output_names(program, n_leaves: int) -> list[str]:
+    """Each output leaf's place in the output pytree (``""``, ``"0"``, ``"counts"``, ``"heads.human"``)."""
+    spec = getattr(program.call_spec, "out_spec", None)
+    if spec is None:
+        return [str(i) for i in range(n_leaves)] if n_leaves > 1 else [""]
+    tree = pytree.tree_unflatten(list(range(spec.num_leaves)), spec)
+    return [key_name(path) for path, _ in pytree.tree_leaves_with_path(tree)]
+
+
+def _outputs(program, g: _Graph, steps: list) -> tuple[list, list]:
+    names = _output_names(program, len(g.output_leaves))
+    producers = {s.node.name: s for s in steps}
+    outputs, drop = [], []
+    for name, leaf in zip(names, g.output_leaves):
+        if not isinstance(leaf, torch.fx.Node) or leaf.name not in g.dependent:
+            continue  # constants and None outputs cannot be targets
+        softmax_dim, node = None, leaf
+        producer = producers.get(leaf.name)
+        if producer is not None and producer.name in ("softmax", "_softmax", "log_softmax", "_log_softmax") \
+                and len(leaf.users) == 1:
+            softmax_dim = producer.args[1] if len(producer.args) > 1 else producer.kwargs.get("dim", -1)
+            node = producer.args[0]
+            drop.append(producer)
+        outputs.append(Output(name, node, _row_shape(leaf), softmax_dim))
+    if not outputs:
+        raise ModelInputError("the model output does not depend on its input", argument="model")
+    return outputs, drop
+
+
+def compile_plan(program, *, mode: str = "rescale", max_rule: str = "exact", allow_gradient=()) -> Plan:
+    """Turn an exported program into a :class:`Plan` for one mode, refusing ops that have no rule.
 
     Parameters
     ----------
     program : torch.export.ExportedProgram
-        The model, exported with a dynamic batch dimension.
-    allow_gradient : tuple of str
+        The model, exported with a dynamic batch dimension. Its first user input is the sequence; further ones
+        are control inputs the engine fills.
+    mode : {"rescale", "revealcancel", "genomics"}
+    max_rule : {"exact", "gradient"}
+    allow_gradient : sequence of str
         ATen op names (``"layer_norm"``) to let through with gradients where they have no DeepLIFT rule.
 
     Returns
@@ -205,141 +361,92 @@ def compile_plan(program, *, allow_gradient: tuple = ()) -> Plan:
     Raises
     ------
     UnsupportedOpError
-        Naming every op without a rule and the line of the model's code that made each.
+        Listing every op without a rule (``ops``), each with the line of the model's code that made it.
     ModelInputError
-        When the program has no or several tensor inputs or outputs.
+        When the program takes no tensor input or its output does not depend on it.
     """
-    graph = program.graph
-    signature = program.graph_signature
-    state = dict(program.state_dict)
-    state.update(getattr(program, "constants", {}) or {})
-    constants: dict[str, Any] = {}
-    user_inputs = list(signature.user_inputs)
-    if len(user_inputs) != 1:
-        raise ModelInputError(
-            f"the model takes {len(user_inputs)} inputs; dnalift scores models that take one tensor "
-            "(n, 4, length): wrap the model so its forward takes the one-hot sequence only")
-    input_name = user_inputs[0]
-    placeholder_targets = {}
-    for spec in signature.input_specs:
-        if spec.target is not None:
-            placeholder_targets[spec.arg.name] = spec.target
-
-    dependent: set[str] = set()
-    shaped: set[str] = set()
-    batch_dims: dict[str, int | None] = {}
-    steps: list[Step] = []
-    problems: list[str] = []
-    output_node = None
-    input_shape = ()
-    for node in graph.nodes:
-        if node.op == "placeholder":
-            if node.name == input_name:
-                dependent.add(node.name)
-                batch_dims[node.name] = 0
-                value = node.meta.get("val")
-                input_shape = tuple(int(s) for s in value.shape[1:]) if value is not None else ()
-            else:
-                target = placeholder_targets.get(node.name)
-                if target not in state:
-                    raise ModelInputError(f"the exported program has no value for {node.name}: re-export it")
-                constants[node.name] = state[target]
-            continue
-        if node.op == "output":
-            outs = [n for n in _iter_nodes(node.args[0])]
-            if len(outs) != 1:
-                raise ModelInputError(
-                    f"the model returns {len(outs)} values; dnalift needs one tensor (n, targets): wrap the "
-                    "model so its forward returns the output you want to explain")
-            output_node = outs[0]
-            continue
-        if node.op == "get_attr":
-            constants[node.name] = getattr(program.graph_module, node.target)
-            continue
-        if node.op != "call_function":
-            problems.append(f"{node.op} {node.target} (at {source_of(node)})")
-            continue
-        inputs = list(_iter_nodes((node.args, node.kwargs)))
-        is_dependent = any(n.name in dependent and _carries_values(n) for n in inputs)
-        name = ops.op_name(node.target)
-        fn = ops.functional(node.target)
-        if name in ops.SHAPE_ONLY:
-            is_dependent = False
-        if not is_dependent:
-            if any(n.name in dependent or n.name in shaped for n in inputs):
-                # Depends on the batch's shape only (sizes, or tensors built from them): recomputed for every
-                # batch, with no difference from reference.
-                shaped.add(node.name)
-                batch_dims[node.name] = _batch_dim(node)
-                steps.append(Step(node, fn, name, "shape", node.args, node.kwargs, (), batch_dims[node.name],
-                                  source_of(node)))
-            else:
-                steps.append(Step(node, fn, name, "const", node.args, node.kwargs, (), None, source_of(node)))
-            continue
-        dependent.add(node.name)
-        positions = tuple(i for i, a in enumerate(node.args)
-                          if any(n.name in dependent and _is_tensor_node(n) for n in _iter_nodes(a)))
-        n_dependent = sum(1 for a in node.args for n in _iter_nodes(a)
-                          if n.name in dependent and _is_tensor_node(n))
-        kind = ops.classify(name, n_dependent)
-        reason = None if kind is None else _check_positions(name, node, dependent)
-        if kind is None or reason is not None:
-            if name in allow_gradient:
-                kind = "gradient"
-            else:
-                what = reason or "an op with no DeepLIFT rule"
-                problems.append(f"aten.{name} ({what}) at {source_of(node)}")
-                continue
-        batch_dims[node.name] = _batch_dim(node)
-        steps.append(Step(node, fn, name, kind, node.args, node.kwargs, positions, batch_dims[node.name],
-                          source_of(node)))
-
-    if problems:
-        allow = sorted({p.split(" ", 1)[0].removeprefix("aten.") for p in problems})
-        raise UnsupportedOpError(
-            f"the model uses {len(problems)} op(s) dnalift has no rule for: {'; '.join(problems)}. "
-            f"Rewrite that part of the model with supported layers, or let them through with gradients "
-            f"(--allow-gradient {','.join(allow)}) at the cost of exactness")
-    if output_node is None or output_node.name not in dependent:
-        raise ModelInputError("the model output does not depend on its input")
-
-    # Fold constant steps now: they are the same for every batch.
-    folded = _fold_constants(steps, constants)
-    steps = [s for s in steps if s.kind != "const"]
-
-    softmax_output = None
-    producer = next((s for s in steps if s.node is output_node), None)
-    if producer is not None and producer.kind == "softmax":
-        dim = producer.args[1] if len(producer.args) > 1 else producer.kwargs.get("dim", -1)
-        softmax_output = (dim,)
-        output_node = producer.args[0]
-        steps = [s for s in steps if s is not producer]
+    mode = Mode.parse(mode, argument="rule").value
+    max_rule = MaxRule.parse(max_rule, argument="max_rule").value
+    allow = tuple(a.removeprefix("aten.") for a in allow_gradient)
+    g = _walk(program, allow)
+    notes = _allow_notes(g, allow)
+    if g.problems:
+        raise unsupported_error(g.problems)
+    constants = dict(g.constants)
+    constants.update(_fold_constants(g.steps, constants))
+    steps = [s for s in g.steps if s.kind != "const"]
+    outputs, dropped = _outputs(program, g, steps)
+    steps = [s for s in steps if all(s is not d for d in dropped)]
     for step in steps:
-        if step.kind == "softmax":
-            raise UnsupportedOpError(
-                f"the model uses aten.{step.name} inside the network (at {step.source}); dnalift handles "
-                "softmax only as the final layer (paper 2.5)")
+        step.max_rule = max_rule
+    split_pass = modes.resolve(steps, mode)
     for step in steps:
-        if step.name == "getitem":
-            source = step.args[0]
-            producer = next((s for s in steps if s.node is source), None)
-            if producer is not None and producer.kind == "max" and step.args[1] != 0:
-                if step.node.users:
-                    raise UnsupportedOpError(
-                        f"the model uses the indices of a max (at {step.source}); dnalift can only use its "
-                        "values")
-    constants.update(folded)
+        step.split_pass = split_pass
+    x_needed = _x_needed(steps, outputs)
+    released = _released(steps, outputs)
+    return Plan(steps, g.input_name, g.control_inputs, outputs, constants, released, g.input_shape, g.batch_dims,
+                x_needed, mode, max_rule, split_pass, notes)
+
+
+def program_outputs(program) -> list:
+    """The outputs of a program (:class:`Output`), also when some of its ops have no rule."""
+    g = _walk(program, ())
+    return _outputs(program, g, [s for s in g.steps if s.kind != "const"])[0]
+
+
+def unsupported_error(problems: list) -> UnsupportedOpError:
+    """One error listing every op without a rule."""
+    allowable = sorted({p.op for p in problems if p.allowable})
+    hint = "Rewrite that part of the model with supported layers"
+    if allowable:
+        hint += (f", or let them through with gradients (allow_gradient={','.join(allowable)}) at the cost of "
+                 "exactness")
+    return UnsupportedOpError(
+        f"the model uses {len(problems)} op(s) dnalift has no rule for: "
+        f"{'; '.join(p.line() for p in problems)}. {hint}", ops=problems, argument="model")
+
+
+def _allow_notes(g: _Graph, allow: tuple) -> list[str]:
+    """What ``allow_gradient`` did not do: names that do not occur, already have a rule, or cannot be allowed."""
+    notes = []
+    used = {s.name for s in g.steps if s.kind == "gradient"}
+    occurring = {s.name for s in g.steps} | {p.op for p in g.problems}
+    for name in allow:
+        if name in used:
+            continue
+        if name not in occurring:
+            notes.append(f"allow_gradient: aten.{name} does not occur in the model")
+        elif any(p.op == name and not p.allowable for p in g.problems):
+            notes.append(f"allow_gradient: aten.{name} cannot be let through with gradients")
+        else:
+            notes.append(f"allow_gradient: aten.{name} has a DeepLIFT rule; no gradient fallback is needed")
+    return notes
+
+
+def _x_needed(steps, outputs) -> set:
+    needed = {o.node.name for o in outputs}
+    for step in steps:
+        if step.rule is None:
+            continue
+        if step.rule.x_inputs(step):
+            needed.update(n.name for n in iter_nodes(step.node.args))
+        if step.rule.x_output(step):
+            needed.add(step.node.name)
+    return needed
+
+
+def _released(steps, outputs) -> list:
     last_use: dict[str, int] = {}
     for index, step in enumerate(steps):
-        for n in _iter_nodes((step.args, step.kwargs)):
+        for n in iter_nodes((step.args, step.kwargs)):
             last_use[n.name] = index
-    last_use[output_node.name] = len(steps)
+    for o in outputs:
+        last_use[o.node.name] = len(steps)
     released: list[list[str]] = [[] for _ in steps]
     for name, index in last_use.items():
         if index < len(steps):
             released[index].append(name)
-    return Plan(steps, input_name, output_node, softmax_output, constants, last_use, input_shape,
-                batch_dims=batch_dims, released=released, graph_module=program.graph_module)
+    return released
 
 
 def _fold_constants(steps, constants) -> dict:
@@ -348,10 +455,8 @@ def _fold_constants(steps, constants) -> dict:
     for step in steps:
         if step.kind != "const":
             continue
-        args = resolve(step.args, env)
-        kwargs = resolve(step.kwargs, env)
         with torch.no_grad():
-            env[step.node.name] = step.fn(*args, **kwargs)
+            env[step.node.name] = step.fn(*resolve(step.args, env), **resolve(step.kwargs, env))
         folded[step.node.name] = env[step.node.name]
     return folded
 
@@ -367,39 +472,26 @@ def resolve(arg, env):
     return arg
 
 
-def describe(plan: Plan, *, rule: str = "rescale", max_rule: str = "exact") -> list[dict]:
+def describe(plan: Plan) -> list[dict]:
     """One row per input-dependent op: its name, the rule it gets and where it comes from.
-
-    Parameters
-    ----------
-    plan : Plan
-    rule : {"rescale", "revealcancel", "genomics"}
-    max_rule : {"exact", "gradient"}
 
     Returns
     -------
     list of dict
         Keys ``node``, ``op``, ``kind``, ``rule``, ``source``.
     """
-    from dnalift.attribution.modes import nonlinear_rules, split_needed
-
-    per_node = nonlinear_rules(plan, rule)
-    split = split_needed(plan, per_node) if rule != "rescale" else set()
     rows = []
     for step in plan.steps:
-        if step.kind == "meta":
+        if step.kind in ("meta", "shape"):
             continue
-        if step.kind == "nonlinear":
-            label = "RevealCancel" if per_node[step.node.name] == "revealcancel" else "Rescale"
-        elif step.kind == "max":
-            label = "max rule (exact)" if max_rule == "exact" else "max rule (gradient, original code)"
-        elif step.kind == "linear" and step.node.name in split and step.name in ops.WEIGHTED:
-            label = "linear (positive/negative parts)"
-        else:
-            label = ops.RULE_NAMES[step.kind]
-        rows.append({"node": step.node.name, "op": f"aten.{step.name}", "kind": step.kind, "rule": label,
+        rows.append({"node": step.node.name, "op": f"aten.{step.name}", "kind": step.kind, "rule": step.label,
                      "source": step.source})
-    if plan.softmax_output is not None:
-        rows.append({"node": "output", "op": "aten.softmax", "kind": "softmax",
-                     "rule": ops.RULE_NAMES["softmax"], "source": "model output"})
+    for output in plan.outputs:
+        if output.softmax_dim is not None:
+            rows.append({"node": output.name or "output", "op": "aten.softmax", "kind": "softmax",
+                         "rule": "target mean-normalised logits (2.5)", "source": "model output"})
     return rows
+
+
+__all__ = ["Step", "Output", "Plan", "compile_plan", "program_outputs", "describe", "resolve", "unsupported_error",
+           "batch_dim_of"]

@@ -5,27 +5,30 @@ what went wrong                              exit   examples
 ==========================================  =====  ===========================================
 usage: an option or argument is wrong        2      ``--shard 3-of-2``, FASTA and ``--regions``,
 (``click.UsageError``, ``BadParameter``,            ``--regions`` without ``--genome``, an odd
-:class:`~dnalift.errors.TargetError`)               ``--window``, ``--target`` the model lacks
+:class:`~dnalift.errors.TargetError`,               ``--window``, ``--target`` the model lacks,
+:class:`~dnalift.errors.OptionError`)               ``-o`` naming an input, ``--device mps``
 data: a file or model cannot be used         1      missing/empty/not FASTA, model format, IUPAC
 (:class:`~dnalift.errors.DnaliftError`,             letters with ``--n-policy error``, output
 ``OSError``)                                        exists, truncated HDF5, invalid result file
 interrupted (Ctrl-C; SIGTERM: 143)           130
-anything else (a bug: please report it)      1      the line says to rerun with ``-v``
+anything else (a bug in dnalift)             1      the line says to rerun with ``-v``
 ==========================================  =====  ===========================================
 
-There is never a traceback on stderr, except in the log with ``-v`` (for debugging).
+There is never a traceback on stderr, except in the log with ``-v`` (for debugging). Library messages name
+API arguments (``n_refs``, ``force=True``); :data:`FLAGS` is the one table that maps them to the command
+line's options (``--n-refs``, ``--force``).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import sys
 
 import click
 
 from dnalift.cli import _logging
-from dnalift.errors import DnaliftError, TargetError
+from dnalift.cli._words import FLAGS, cli_words  # noqa: F401  (FLAGS: the table, re-exported)
+from dnalift.errors import DnaliftError, OptionError, TargetError
 
 log = logging.getLogger("dnalift.cli")
 
@@ -38,20 +41,8 @@ def one_line(text) -> str:
     return " ".join(str(text).split())
 
 
-#: library parameter names in messages -> the command line's options
-_CLI_WORDS = ((re.compile(r"\bn_policy='(\w+)'(.*?) or '(\w+)' to"), r"--n-policy \1\2 or --n-policy \3 to"),
-              (re.compile(r"\bn_policy='(\w+)'"), r"--n-policy \1"), (re.compile(r"\bn_policy\b"), "--n-policy"))
-
-
-def cli_words(message: str) -> str:
-    """A library message in the command line's terms (``n_policy='skip'`` -> ``--n-policy skip``)."""
-    for pattern, repl in _CLI_WORDS:
-        message = pattern.sub(repl, message)
-    return message
-
-
-def _emit(message: str) -> None:
-    click.echo(f"Error: {cli_words(one_line(message))}", err=True)
+def _emit(message: str, argument: str | None = None) -> None:
+    click.echo(f"Error: {cli_words(one_line(message), argument)}", err=True)
 
 
 def _os_message(e: OSError) -> str:
@@ -117,13 +108,13 @@ def _run(invoke) -> int:
             code = DATA
     except KeyboardInterrupt as e:
         code = _interrupted(e)
-    except TargetError as e:
+    except (TargetError, OptionError) as e:
         _debug_traceback(e)
-        _emit(str(e))
+        _emit(str(e), e.argument)
         code = USAGE
     except DnaliftError as e:
         _debug_traceback(e)
-        _emit(str(e))
+        _emit(str(e), e.argument)
         code = DATA
     except OSError as e:
         _debug_traceback(e)
@@ -135,7 +126,8 @@ def _run(invoke) -> int:
         code = DATA
     except Exception as e:  # a bug: still one line, the traceback only with -v
         _debug_traceback(e)
-        _emit(f"unexpected {type(e).__name__}: {e}; rerun with -v to see the traceback and please report it")
+        _emit(f"internal error ({type(e).__name__}: {e}); rerun with -v for the traceback and report it to the "
+              f"dnalift developers")
         code = DATA
     return code
 

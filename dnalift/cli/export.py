@@ -42,6 +42,13 @@ def export(result, fmt, output, window, genome, force, verbose, quiet):
              reads OUT.h5 directly: `modisco motifs -i OUT.h5`).
     bigwig:  per-base contribution (of the observed base) on genome coordinates, for files scored from
              --regions; overlapping windows are averaged.
+
+    A file whose run did not finish (a .partial.h5) is refused: finish it with `dnalift score ... --resume`.
+
+    \b
+    Examples:
+      dnalift export scores.h5 --format modisco -o modisco/scores --window 400
+      dnalift export peaks.h5 --format bigwig -o peaks.bw --genome hg38.fa
     """
     _logging.setup(verbose, quiet)
     if fmt == "modisco" and genome is not None:
@@ -68,12 +75,12 @@ def export(result, fmt, output, window, genome, force, verbose, quiet):
 
     with open_results(result) as r:
         recorded = r.attrs.get("genome")
-        has_regions = "regions" in r.file
+        has_regions = r.has_regions
     if not has_regions:
         from dnalift.errors import StoreError
 
         raise StoreError(f"{result} has no genome regions (it was scored from a FASTA); bigWig export needs a "
-                         f"file scored with --regions BED --genome FASTA")
+                         f"file scored with regions= and genome=", argument="path")
     if genome is None:
         if not recorded:
             raise click.UsageError("--format bigwig needs --genome genome.fa (its .fai gives the chromosome sizes)")

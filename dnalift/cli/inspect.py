@@ -16,10 +16,10 @@ from dnalift.cli._errors import verbosity_options
 log = logging.getLogger("dnalift.cli")
 
 _PROVENANCE_FIRST = ("format_version", "created", "dnalift_version", "torch_version", "command_line", "model_path",
-                     "model_sha256", "model_format", "normalized", "rule", "max_rule", "reference", "n_refs", "seed",
-                     "target", "target_index", "target_name", "precision", "rc_average", "n_policy", "input",
-                     "input_kind", "genome", "width", "center", "shard", "row_start", "row_stop", "n_total",
-                     "merged_from")
+                     "model_sha256", "input", "input_sha256", "reference_path", "reference_sha256", "model_format",
+                     "normalized", "rule", "max_rule", "reference", "n_refs", "seed", "target", "target_index",
+                     "target_name", "precision", "rc_average", "n_policy", "input_kind", "genome", "width",
+                     "center", "off_genome", "shard", "row_start", "row_stop", "n_total", "merged_from")
 
 
 def _size(n_bytes: int) -> str:
@@ -56,10 +56,10 @@ def _run(result, names_only: bool, quiet: bool, what: str) -> None:
     from dnalift.errors import StoreError
     from dnalift.io.store import open_results, validate_results
 
-    with open_results(result) as r:
+    with open_results(result, allow_incomplete=True) as r:  # validation below says what is missing
         if names_only:
             for a, b in r.iter_chunks(65536):
-                for name in r.file["names"].asstr()[a:b]:
+                for name in r.names_of(slice(a, b)):
                     click.echo(name)
             return
         attrs = r.attrs
@@ -67,7 +67,7 @@ def _run(result, names_only: bool, quiet: bool, what: str) -> None:
         if not quiet:
             click.echo(f"file:        {result} ({_size(Path(result).stat().st_size)})")
             click.echo(f"sequences:   {r.n} of length {r.length}"
-                       f"{' (genome regions)' if 'regions' in f else ''}")
+                       f"{' (genome regions, 0-based half-open)' if r.has_regions else ''}")
             click.echo("datasets:")
             items = []
             f.visititems(lambda name, obj: items.append((name, obj)) if hasattr(obj, "shape") else None)
@@ -82,7 +82,7 @@ def _run(result, names_only: bool, quiet: bool, what: str) -> None:
                 click.echo(f"  {k:<16} {v}")
         try:
             stats = delta_stats(r)
-            worst_name = f" ({r.file['names'].asstr()[stats['row']]})" if stats["row"] is not None else ""
+            worst_name = f" ({r.names_of(stats['row'])})" if stats["row"] is not None else ""
         except (OSError, KeyError) as e:
             raise StoreError(f"{result}: cannot read the deltas ({' '.join(str(e).split())}); the file is damaged: "
                              f"rerun dnalift score") from None
@@ -111,7 +111,13 @@ def _run(result, names_only: bool, quiet: bool, what: str) -> None:
 def inspect_cmd(result, names_only, verbose, quiet):
     """Show what OUT.h5 holds: provenance, dataset shapes, summation-to-delta statistics, and validate it.
 
-    Exits with 1 when the file is not a valid result file.
+    Exits with 1 when the file is not a valid result file (or a run did not finish it: .OUT.h5.partial.h5).
+
+    \b
+    Examples:
+      dnalift inspect scores.h5
+      dnalift inspect scores.h5 --names | head      # the sequence names, one per line (for logo --name)
+      dnalift inspect .scores.h5.partial.h5         # what an interrupted run has written so far
     """
     _logging.setup(verbose, quiet)
     _run(result, names_only, quiet, "inspect")
@@ -121,7 +127,12 @@ def inspect_cmd(result, names_only, verbose, quiet):
 @click.argument("result", type=click.Path(dir_okay=False, path_type=Path), metavar="OUT.h5")
 @verbosity_options
 def validate(result, verbose, quiet):
-    """Validate OUT.h5 (the same checks as `dnalift inspect`, printing only the verdict)."""
+    """Validate OUT.h5 (the same checks as `dnalift inspect`, printing only the verdict).
+
+    \b
+    Example:
+      dnalift validate scores.h5
+    """
     _logging.setup(verbose, quiet)
     _run(result, False, True, "validate")
     if not quiet:

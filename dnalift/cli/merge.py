@@ -23,18 +23,19 @@ log = logging.getLogger("dnalift.cli")
 def merge(shards, output, force, verbose, quiet):
     """Join SHARD.h5 files written with `dnalift score --shard i-of-n` into ALL.h5.
 
-    The shards must come from one run (same model, options and input) and together hold every sequence
-    exactly once; they may be given in any order.
+    The shards must come from one run (same model, options and input, compared by content: the same FASTA
+    given by a relative or an absolute path is one input) and together hold every sequence exactly once;
+    they may be given in any order. Nothing is left behind when they do not fit.
+
+    \b
+    Examples:
+      dnalift merge part1.h5 part2.h5 part3.h5 -o scores.h5
+      dnalift merge shards/scores.*-of-8.h5 -o scores.h5 --force
     """
     _logging.setup(verbose, quiet)
-    from dnalift.io.store import merge_results, open_results, partial_path
+    from dnalift.io.store import merge_results, open_results
 
-    partial = partial_path(output)
-    try:
-        merge_results(list(shards), output, force=force, command_line=_logging.command_line())
-    except BaseException:
-        partial.unlink(missing_ok=True)  # merge never resumes: leave nothing behind
-        raise
+    merge_results(list(shards), output, force=force, command_line=_logging.command_line())
     with open_results(output) as r:
         n, length = r.n, r.length
     if not quiet:

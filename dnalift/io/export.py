@@ -75,7 +75,8 @@ def modisco_command(h5_path: str | os.PathLike | None = None, *, one_hot: str | 
 def _check_outputs(paths, force: bool) -> None:
     for p in paths:
         if Path(p).exists() and not force:
-            raise OutputExistsError(f"{p} exists; pass --force to overwrite it or choose another prefix/output")
+            raise OutputExistsError(f"{p} exists; pass force=True to overwrite it or choose another prefix/output",
+                                    argument="output", path=str(p))
 
 
 def _write_npz_stream(path: Path, shape: tuple[int, ...], blocks) -> None:

@@ -1,7 +1,12 @@
 # Paths, input checks and command-line pieces shared by the rules.
 
+import ast
 import os
 import shlex
+import struct
+import zipfile
+
+import yaml
 
 OUT = os.path.normpath(config["outdir"])
 N_SHARDS = config["shards"]
@@ -12,6 +17,14 @@ MODISCO = config["modisco"]
 DNALIFT = config["dnalift"]
 MODISCO_BIN = config["modisco_bin"]
 ENV = "../envs/dnalift.yaml"
+#: the choices of the configuration's options, as the schema lists them (tests/test_workflow.py checks they are
+#: those of dnalift/config.py's enums; the Snakefile does not import dnalift, which may live in another environment)
+with open(os.path.join(workflow.basedir, "schemas", "config.schema.yaml")) as _fh:
+    _SCHEMA = yaml.safe_load(_fh)
+#: built-in reference methods; any other score.reference is a FASTA of references, an input of the shards
+REFERENCE_METHODS = next(
+    branch["enum"] for branch in _SCHEMA["properties"]["score"]["properties"]["reference"]["anyOf"] if "enum" in branch
+)
 #: the page `modisco report` (full) or `modisco report-simple` writes in its output directory
 REPORT_HTML = f"{OUT}/modisco/report/" + ("report.html" if MODISCO["report"] == "full" else "motifs.html")
 
@@ -38,10 +51,12 @@ def q(value):
 
 
 def sequence_inputs(wildcards):
-    """The files `dnalift score` reads besides the model."""
-    if USE_REGIONS:
-        return {"regions": config["regions"], "genome": config["genome"]}
-    return {"fasta": config["fasta"]}
+    """The files `dnalift score` reads besides the model: the sequences (or regions and genome) and a FASTA of
+    references when score.reference is one, so that Snakemake reruns the shards when any of them changes."""
+    files = {"regions": config["regions"], "genome": config["genome"]} if USE_REGIONS else {"fasta": config["fasta"]}
+    if str(SCORE["reference"]) not in REFERENCE_METHODS:
+        files["references"] = SCORE["reference"]
+    return files
 
 
 def sequence_args():
@@ -59,12 +74,15 @@ def sequence_args():
 
 
 def score_options():
-    """Options shared by every shard; they must be equal for `dnalift merge` to accept the shards."""
+    """Options shared by every shard; they must be equal for `dnalift merge` to accept the shards. Neither
+    --resume nor --force: scripts/resume_or_restart.py adds one of them when the job runs (so score.resume is
+    not among the recorded parameters, and switching it reruns no finished shard)."""
     opts = [
         f"--reference {q(SCORE['reference'])}",
         f"--n-refs {SCORE['n_refs']}",
         f"--seed {SCORE['seed']}",
         f"--rule {SCORE['rule']}",
+        f"--max-rule {SCORE['max_rule']}",
         f"--target {q(SCORE['target'])}",
         f"--device {SCORE['device']}",
         f"--precision {SCORE['precision']}",
@@ -80,11 +98,38 @@ def score_options():
         opts.append(f"--arch {q(SCORE['arch'])}")
     if SCORE["trust_model"]:
         opts.append("--trust-model")
-    if SCORE["resume"]:
-        opts.append("--resume")
     if SCORE.get("extra"):
         opts.append(SCORE["extra"])
     return " ".join(opts)
+
+
+def uses_gpu(device: str) -> bool:
+    """Whether `dnalift score --device DEVICE` needs a GPU (cuda or cuda:N; auto takes one only if there is one)."""
+    return str(device).startswith("cuda")
+
+
+#: resources of a shard job beyond memory and time: one GPU when it scores on cuda (`gpu`, the name Snakemake's
+#: local scheduler (--resources gpu=1) and the SLURM executor plugin (sbatch --gpus) use)
+SHARD_GPU = {"gpu": 1} if uses_gpu(SCORE["device"]) else {}
+
+
+def npz_width(wildcards, input):
+    """`modisco motifs -w`: the length of the exported arrays (the last axis of arr_0 in the npz written by
+    `dnalift export --format modisco`) rounded down to even, as modisco needs.
+
+    Reads only the .npy header inside the archive (magic, version, header length, then a dict literal with the
+    shape), without numpy, which the environment running Snakemake may lack. A function of the job's input:
+    Snakemake evaluates it when the job runs (a dry run shows <TBD>) and keeps it out of the rule's recorded
+    parameters, so nothing about where the workflow's files are can make modisco rerun."""
+    with zipfile.ZipFile(input.ohe) as zf, zf.open("arr_0.npy") as member:
+        magic = member.read(8)
+        if magic[:6] != b"\x93NUMPY":
+            raise ValueError(f"{input.ohe}: arr_0.npy is not a .npy array")
+        size_format = "<H" if magic[6] == 1 else "<I"
+        (header_length,) = struct.unpack(size_format, member.read(struct.calcsize(size_format)))
+        header = ast.literal_eval(member.read(header_length).decode("latin1"))
+    length = int(header["shape"][-1])
+    return length - length % 2
 
 
 def logo_files(wildcards):

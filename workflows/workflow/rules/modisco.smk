@@ -23,7 +23,8 @@ rule modisco_export:
 
 
 rule modisco_motifs:
-    """`modisco motifs` on the exported pair; its -w is the exported width rounded down to even."""
+    """`modisco motifs` on the exported pair; its -w is the exported width rounded down to even (read from the
+    npz when the job runs)."""
     input:
         hyp=f"{OUT}/modisco/scores.hyp.npz",
         ohe=f"{OUT}/modisco/scores.ohe.npz",
@@ -33,7 +34,7 @@ rule modisco_motifs:
         f"{OUT}/logs/modisco_motifs.log",
     params:
         modisco=MODISCO_BIN,
-        width_script=workflow.source_path("../scripts/npz_width.py"),
+        width=npz_width,
         options=f"-n {MODISCO['max_seqlets']} -l {MODISCO['n_leiden']} {MODISCO.get('extra') or ''}",
     threads: MODISCO["threads"]
     resources:
@@ -42,9 +43,8 @@ rule modisco_motifs:
     conda:
         ENV
     shell:
-        "w=$(python {params.width_script:q} {input.ohe:q}) && "
         "NUMBA_NUM_THREADS={threads} OMP_NUM_THREADS={threads} "
-        "{params.modisco} motifs -s {input.ohe:q} -a {input.hyp:q} -w $w {params.options} "
+        "{params.modisco} motifs -s {input.ohe:q} -a {input.hyp:q} -w {params.width} {params.options} "
         "-o {output:q} > {log:q} 2>&1"
 
 

@@ -2,8 +2,11 @@
 
 
 rule score_shard:
-    """DeepLIFT scores of one contiguous block of the sequences (`dnalift score --shard i-of-N`). A job
-    killed part way leaves a hidden partial file that the next run continues from (score.resume)."""
+    """DeepLIFT scores of one contiguous block of the sequences (`dnalift score --shard i-of-N`). A job killed
+    part way leaves a hidden partial file beside its output; scripts/resume_or_restart.py runs the command with
+    --resume when that file was made by the same command (and no input changed since), so the next run finishes
+    it, and with --force otherwise (e.g. after score.n_refs changed), so the shard starts afresh. The decision
+    and the command are the first lines of the log."""
     input:
         unpack(sequence_inputs),
         model=config["model"],
@@ -19,12 +22,11 @@ rule score_shard:
     resources:
         mem_mb=SCORE["mem_mb"],
         runtime=SCORE["runtime"],
+        **SHARD_GPU,
     conda:
         ENV
-    shell:
-        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} "
-        "{params.dnalift} score {input.model:q} {params.sequences} {params.options} "
-        "--shard {wildcards.shard} -o {output:q} > {log:q} 2>&1"
+    script:
+        "../scripts/resume_or_restart.py"
 
 
 rule merge:

@@ -1,0 +1,235 @@
+"""What to explain: targets by output index, output name, or the two standard targets of profile models.
+
+A target reduces the model's outputs on a batch of rows to one value per row, linearly (so that DeepLIFT's
+multipliers of the target are those of the outputs). The spellings (the ``target`` of
+:func:`~dnalift.attribution.engine.attribute`, ``--target`` of ``dnalift score``):
+
+``I``
+    Unit ``I`` of the output flattened per row (a model returning one tensor; negative counts from the end).
+``NAME``
+    An output of a model returning a tuple (``0``, ``1``), a list or a dict (its key) that has one value per
+    row; or, for a one-output model that declares names for its units (``output_names``), that unit.
+``NAME:INDEX``
+    Unit ``INDEX`` of output ``NAME`` flattened per row (``human:12``).
+``counts``
+    The count head of a profile model (summed over its units if it has several, as chrombpnet does).
+``profile``
+    The profile head's logits ``l`` (flattened per row, as bpnet-lite's ``ProfileWrapper``), mean-normalised
+    and weighted by the softmax of the sequence's own logits: ``sum_p w_p (l_p - mean l)`` with
+    ``w = softmax(l(x))`` held constant for the sequence's references (the stop-gradient of the BPNet paper and
+    chrombpnet). With the weights fixed per sequence the target is linear in the logits, so it sums to delta
+    exactly (a softmax that is differentiated through would not).
+
+``counts`` and ``profile`` are the outputs of those names (dict keys) or, for a model returning two tensors
+whose first is ``(n, channels, positions)`` and second ``(n, k)``, the first (profile) and second (counts):
+the bpnet-lite and chrombpnet layout. A function of the output can also be given (API only): it receives the
+output tensor (a dict of them for a model with several outputs) and must be linear in it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from dnalift.errors import TargetError
+
+__all__ = ["Target", "resolve_targets", "output_table", "PROFILE", "COUNTS"]
+
+PROFILE = "profile"
+COUNTS = "counts"
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """A resolved target.
+
+    Attributes
+    ----------
+    label : str
+        How it was given (file names ``OUT.<label>.h5`` and the result's ``target`` attribute).
+    output : int
+        Index into the plan's outputs.
+    how : {"unit", "sum", "profile", "function"}
+        One unit (``index``), the sum of all units, the profile target, or a user function.
+    index : int or None
+        Flat unit index within the output, for ``how="unit"``.
+    fn : callable or None
+        For ``how="function"``.
+    names : tuple of str
+        For ``how="function"`` on a model with several outputs: their names (the function gets a dict).
+    """
+
+    label: str
+    output: int = 0
+    how: str = "unit"
+    index: int | None = None
+    fn: Callable | None = None
+    names: tuple = ()
+
+    def weights(self, logits: torch.Tensor) -> torch.Tensor | None:
+        """The profile weights ``softmax(l)`` of the sequences' own outputs (rows, P), or None."""
+        if self.how != "profile":
+            return None
+        return torch.softmax(logits.detach().reshape(logits.shape[0], -1), dim=-1)
+
+    def __call__(self, outputs: list, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """The target on some rows.
+
+        Parameters
+        ----------
+        outputs : list of Tensor (rows, ...)
+            The plan's outputs (softmax outputs already mean-normalised logits).
+        weights : Tensor (rows, P), optional
+            Profile weights lined up with the rows.
+
+        Returns
+        -------
+        Tensor (rows,)
+        """
+        if self.how == "function":
+            value = self.fn(outputs[0] if len(outputs) == 1 else dict(zip(self.names, outputs)))
+            rows = outputs[0].shape[0]
+            if not isinstance(value, torch.Tensor) or value.dim() != 1 or value.shape[0] != rows:
+                shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                raise TargetError(f"the target function returned {shape}; it must return one value per row "
+                                  f"({rows},)", argument="target")
+            return value
+        out = outputs[self.output]
+        flat = out.reshape(out.shape[0], -1)
+        if self.how == "unit":
+            return flat[:, self.index]
+        if self.how == "sum":
+            return flat.sum(1)
+        return (weights * (flat - flat.mean(1, keepdim=True))).sum(1)
+
+
+def output_table(outputs) -> list[dict]:
+    """The outputs of a plan as rows (name, per-row shape, the target names they accept), for ``dnalift info``."""
+    roles = _standard(outputs)
+    rows = []
+    for i, o in enumerate(outputs):
+        name = o.name or "output"
+        units = math.prod(o.shape) if o.shape else 1
+        accepts = [r for r, index in roles.items() if index == i]
+        if o.name:
+            accepts.append(o.name if units == 1 else f"{o.name}:0 .. {o.name}:{units - 1}")
+        if len(outputs) == 1:
+            accepts.append(f"0 .. {units - 1}" if units > 1 else "0")
+        rows.append({"name": name, "shape": o.shape, "units": units, "targets": accepts,
+                     "softmax": o.softmax_dim is not None})
+    return rows
+
+
+def _standard(outputs) -> dict:
+    """``{"profile": i, "counts": j}`` for the outputs that play those roles."""
+    names = [o.name for o in outputs]
+    roles = {}
+    for role in (PROFILE, COUNTS):
+        if role in names:
+            roles[role] = names.index(role)
+    if not roles and len(outputs) == 2 and len(outputs[0].shape) == 2 and len(outputs[1].shape) == 1:
+        roles = {PROFILE: 0, COUNTS: 1}
+    return roles
+
+
+def _describe(outputs, unit_names) -> str:
+    if len(outputs) == 1 and not outputs[0].name:
+        units = math.prod(outputs[0].shape) if outputs[0].shape else 1
+        if unit_names:
+            shown = ", ".join(f"{i}={n}" for i, n in enumerate(unit_names[:10]))
+            return f"its outputs are {shown}{' ...' if len(unit_names) > 10 else ''}"
+        return f"it has {units} output(s) per sequence (indices 0 to {units - 1})"
+    shown = ", ".join(f"{o.name} {tuple(o.shape)}" for o in outputs)
+    roles = _standard(outputs)
+    extra = f"; standard targets: {', '.join(roles)}" if roles else ""
+    return f"its outputs are {shown} (give NAME or NAME:INDEX){extra}"
+
+
+def _one(spec, outputs, unit_names, where) -> Target:
+    if isinstance(spec, Target):
+        return spec
+    if callable(spec):
+        return Target(label=getattr(spec, "__name__", "function"), how="function", fn=spec,
+                      names=tuple(o.name for o in outputs))
+    if isinstance(spec, bool) or not isinstance(spec, (int, np.integer, str)):
+        raise TargetError(f"target={spec!r} must be an output index, an output name, 'counts', 'profile' or a "
+                          "function of the output", argument="target", value=repr(spec))
+    text = str(spec).strip()
+    listing = _describe(outputs, unit_names)
+    roles = _standard(outputs)
+    if text in (PROFILE, COUNTS) and text in roles:
+        return Target(text, roles[text], "profile" if text == PROFILE else "sum")
+    names = [o.name for o in outputs]
+    match = re.fullmatch(r"(.+):(-?\d+)", text)
+    if match and match.group(1) in names:
+        output = names.index(match.group(1))
+        return Target(text, output, "unit", _unit(int(match.group(2)), outputs[output], text, where, listing))
+    if text and text in names:
+        output = names.index(text)
+        units = math.prod(outputs[output].shape) if outputs[output].shape else 1
+        if units != 1:
+            raise TargetError(f"target={text!r} is an output with {units} values per sequence; give one of them "
+                              f"as {text}:INDEX ({where}: {listing})", argument="target", value=text)
+        return Target(text, output, "unit", 0)
+    if len(outputs) == 1:
+        if re.fullmatch(r"-?\d+", text):
+            return Target(text, 0, "unit", _unit(int(text), outputs[0], text, where, listing))
+        if unit_names and text in unit_names:
+            return Target(text, 0, "unit", list(unit_names).index(text))
+    hint = listing if unit_names or outputs[0].name else f"it declares no output names, use an index ({listing})"
+    raise TargetError(f"target={text!r} is not an output of {where}: {hint}", argument="target", value=text)
+
+
+def _unit(index: int, output, text, where, listing) -> int:
+    units = math.prod(output.shape) if output.shape else 1
+    if not -units <= index < units:
+        which = f"output {output.name} has" if output.name else "it has"
+        raise TargetError(f"target={text} does not exist: in {where}, {which} {units} value(s) per sequence "
+                          f"(indices 0 to {units - 1}); {listing}", argument="target", value=text)
+    return index % units
+
+
+def resolve_targets(outputs, specs: Sequence | object, *, unit_names=None, where: str = "the model") -> list:
+    """Targets given as indices, names, ``counts``/``profile`` or functions -> :class:`Target` objects.
+
+    Parameters
+    ----------
+    outputs : list of Output
+        The plan's outputs (:attr:`Plan.outputs`).
+    specs : target spec or sequence of them
+    unit_names : sequence of str, optional
+        Names of the units of a one-output model (``LoadedModel.output_names``).
+    where : str
+        The model's name, for messages.
+
+    Raises
+    ------
+    TargetError
+        A target that is not an output of the model, or a target given twice.
+    """
+    items = list(specs) if isinstance(specs, (list, tuple)) else [specs]
+    if not items:
+        raise TargetError("no target given; pass an output index or name", argument="target")
+    targets = []
+    for spec in items:
+        target = _one(spec, outputs, unit_names, where)
+        if any(_same(t, target, outputs) for t in targets):
+            raise TargetError(f"target={target.label} is given twice; give each target once", argument="target",
+                              value=target.label)
+        targets.append(target)
+    return targets
+
+
+def _same(a: Target, b: Target, outputs) -> bool:
+    """Whether two targets compute the same value (the sum of a one-value output is that value)."""
+    def key(t):
+        if t.how == "sum" and math.prod(outputs[t.output].shape or (1,)) == 1:
+            return (t.output, "unit", 0, None)
+        return (t.output, t.how, t.index, t.fn)
+
+    return key(a) == key(b)

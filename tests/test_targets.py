@@ -1,0 +1,218 @@
+"""Targets by output name, and the two standard targets of profile models (issue 11): ``counts`` and ``profile``
+on bpnet-lite's BPNet and ChromBPNet, checked for summation-to-delta and against tangermeme run on fixed-weight
+wrappers of the same model and references."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from conftest import frozen, random_one_hot
+from dnalift.attribution.engine import attribute, outputs_of
+from dnalift.errors import ModelInputError, TargetError
+
+F64 = torch.float64
+
+
+def export(model, *examples):
+    batch = torch.export.Dim("batch", min=1)
+    return torch.export.export(model.eval(), tuple(examples), dynamic_shapes=tuple({0: batch} for _ in examples))
+
+
+class TwoHeads(nn.Module):
+    """A small profile model: a profile head (n, 2, L) and a count head (n, 1), returned as a tuple or a dict."""
+
+    def __init__(self, as_dict: bool = False):
+        super().__init__()
+        self.as_dict = as_dict
+        self.conv = nn.Conv1d(4, 6, 3, padding=1)
+        self.profile = nn.Conv1d(6, 2, 1)
+        self.counts = nn.Linear(6, 1)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x))
+        profile, counts = self.profile(h), self.counts(h.mean(-1))
+        return {"profile": profile, "counts": counts} if self.as_dict else (profile, counts)
+
+
+def _data(n=3, length=12, r=4, seed=0):
+    X = random_one_hot(n, length, seed=seed, dtype=F64)
+    R = torch.stack([random_one_hot(r, length, seed=100 + seed + i, dtype=F64) for i in range(n)])
+    return X, R
+
+
+@pytest.mark.parametrize("as_dict", [False, True])
+def test_counts_and_profile_are_understood_and_exact(as_dict):
+    model = frozen(TwoHeads, dtype=F64, as_dict=as_dict)
+    X, R = _data()
+    program = export(model, X[:2])
+    result = attribute(program, X, R, target=["counts", "profile"], dtype=F64, rule="revealcancel")
+    assert result.targets == ["counts", "profile"]
+    change = result.predictions - result.reference_predictions
+    torch.testing.assert_close(result.contributions.flatten(2).sum(-1), change, rtol=1e-12, atol=1e-14)
+    with torch.no_grad():
+        out = model(X)
+        profile, counts = (out["profile"], out["counts"]) if as_dict else out
+    logits = profile.reshape(len(X), -1)
+    weights = torch.softmax(logits, -1)
+    torch.testing.assert_close(result.predictions[:, 0], counts[:, 0])
+    torch.testing.assert_close(result.predictions[:, 1], (weights * (logits - logits.mean(1, keepdim=True))).sum(1))
+    # the references are scored with the SEQUENCE's weights (held constant): a linear target
+    with torch.no_grad():
+        ref_out = model(R.reshape(-1, 4, 12))
+        ref_profile = (ref_out["profile"] if as_dict else ref_out[0]).reshape(3, 4, -1)
+    ref_logits = ref_profile - ref_profile.mean(-1, keepdim=True)
+    expected = (weights.unsqueeze(1) * ref_logits).sum(-1).mean(1)
+    torch.testing.assert_close(result.reference_predictions[:, 1], expected)
+
+
+def test_outputs_by_name_and_index():
+    model = frozen(TwoHeads, dtype=F64, as_dict=True)
+    X, R = _data()
+    program = export(model, X[:2])
+    table = {row["name"]: row for row in outputs_of(program)}
+    assert table["profile"]["shape"] == (2, 12) and "profile" in table["profile"]["targets"]
+    assert table["counts"]["targets"][:2] == ["counts", "counts"]
+    unit = attribute(program, X, R, target="profile:13", dtype=F64)
+    with torch.no_grad():
+        torch.testing.assert_close(unit.predictions, model(X)["profile"].reshape(3, -1)[:, 13])
+    with pytest.raises(TargetError, match="profile:99 does not exist: .*output profile has 24 value"):
+        attribute(program, X, R, target="profile:99", dtype=F64)
+    with pytest.raises(TargetError, match=r"its outputs are profile \(2, 12\), counts \(1,\)"):
+        attribute(program, X, R, target="signal", dtype=F64)
+    with pytest.raises(TargetError, match="given twice"):
+        attribute(program, X, R, target=["counts", "counts:0"], dtype=F64)
+
+
+def test_unit_names_of_a_one_output_model():
+    from dnalift import from_module
+    from dnalift.attribution.engine import targets_of
+
+    class Named(nn.Module):
+        output_names = ("a", "b", "c")
+
+        def forward(self, x):
+            return x.sum(-1)[:, :3]
+
+    class Unnamed(nn.Module):
+        def forward(self, x):
+            return x.sum(-1)[:, :1]
+
+    model = from_module(Named(), input_shape=(4, 6))
+    targets = targets_of(model, ["c", 0, "-2"])
+    assert [(t.index, t.label) for t in targets] == [(2, "c"), (0, "0"), (1, "-2")]
+    with pytest.raises(TargetError, match="0=a, 1=b, 2=c"):
+        targets_of(model, ["d"])
+    with pytest.raises(TargetError, match="given twice"):
+        targets_of(model, ["a", "0"])
+    with pytest.raises(TargetError, match="3 value"):
+        targets_of(model, [3])
+    with pytest.raises(TargetError, match="declares no output names"):
+        targets_of(from_module(Unnamed(), input_shape=(4, 6)), ["x"])
+    with pytest.raises(TargetError, match="no target"):
+        targets_of(model, [])
+
+
+def test_a_name_with_several_values_asks_for_an_index():
+    class Wide(nn.Module):
+        def forward(self, x):
+            return x.sum(-1), x.mean(1)
+
+    X, R = _data()
+    program = export(Wide(), X[:2])
+    with pytest.raises(TargetError, match=r"'0' is an output with 4 values per sequence; give one of them as 0:INDEX"):
+        attribute(program, X, R, target="0")
+    result = attribute(program, X, R, target=["0:2", "1:5"], dtype=F64)
+    torch.testing.assert_close(result.predictions, torch.stack([X[:, 2].sum(-1), X.mean(1)[:, 5]], 1))
+
+
+def test_control_inputs_get_zeros_or_are_refused():
+    class WithControl(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv1d(6, 1, 3)
+
+        def forward(self, x, control):
+            return self.conv(torch.cat([x, control], 1)).sum(-1) + torch.log(control.sum((1, 2)) + 1).unsqueeze(1)
+
+    model = frozen(WithControl, dtype=F64)
+    X, R = _data()
+    program = export(model, X[:2], torch.zeros(2, 2, 12, dtype=F64))
+    result = attribute(program, X, R, dtype=F64)
+    with torch.no_grad():
+        torch.testing.assert_close(result.predictions, model(X, torch.zeros(3, 2, 12, dtype=F64))[:, 0])
+    with pytest.raises(ModelInputError, match="input\\(s\\) beside the sequence"):
+        attribute(program, X, R, dtype=F64, control_inputs="refuse")
+
+
+# -------------------------------------------------------------------------------------------- bpnet-lite
+bpnetlite = pytest.importorskip("bpnetlite.bpnet")
+tangermeme = pytest.importorskip("tangermeme.deep_lift_shap")
+
+
+class _Fixed(nn.Module):
+    """A wrapper with the target fixed for one sequence: ``counts``, or the profile logits weighted by constant
+    weights (what dnalift's ``profile`` target is for that sequence)."""
+
+    def __init__(self, model, n_controls, weights=None):
+        super().__init__()
+        self.model, self.n_controls = model, n_controls
+        self.register_buffer("weights", weights if weights is not None else torch.zeros(0))
+
+    def forward(self, x):
+        outputs = self.model(x, torch.zeros(len(x), self.n_controls, x.shape[-1], dtype=x.dtype)) \
+            if self.n_controls else self.model(x)
+        profile, counts = outputs
+        if not len(self.weights):
+            return counts.sum(-1, keepdim=True)
+        logits = profile.reshape(len(x), -1)
+        return (self.weights * (logits - logits.mean(1, keepdim=True))).sum(1, keepdim=True)
+
+
+def _bpnet(n_controls):
+    torch.manual_seed(1)
+    return bpnetlite.BPNet(n_filters=8, n_layers=2, n_outputs=2, n_control_tracks=n_controls,
+                           verbose=False).double().eval()
+
+
+def _chrombpnet():
+    from bpnetlite.chrombpnet import ChromBPNet
+
+    torch.manual_seed(2)
+    bias = bpnetlite.BPNet(n_filters=4, n_layers=1, n_outputs=1, n_control_tracks=0, verbose=False)
+    accessibility = bpnetlite.BPNet(n_filters=8, n_layers=2, n_outputs=1, n_control_tracks=0, verbose=False)
+    return ChromBPNet(bias=bias, accessibility=accessibility).double().eval()
+
+
+@pytest.mark.parametrize("kind", ["bpnet", "chrombpnet"])
+def test_bpnet_lite_targets_match_tangermeme_on_fixed_weight_wrappers(kind):
+    length = 260
+    model, n_controls = (_bpnet(2), 2) if kind == "bpnet" else (_chrombpnet(), 0)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    X, R = _data(n=2, length=length, r=3, seed=5)
+    examples = (X[:2], torch.zeros(2, n_controls, length, dtype=F64)) if n_controls else (X[:2],)
+    program = export(model, *examples)
+    ours = attribute(program, X, R, target=["counts", "profile"], dtype=F64)
+    change = ours.predictions - ours.reference_predictions
+    assert (ours.deltas.abs() <= 1e-9 * change.abs().clamp(min=1e-3)).all()
+    with torch.no_grad():
+        profile = model(X, torch.zeros(2, n_controls, length, dtype=F64))[0] if n_controls else model(X)[0]
+    weights = torch.softmax(profile.reshape(2, -1), -1)
+    # as bpnet-lite's own `attribute` calls it: ChromBPNet's exp/log modules are nonlinear for tangermeme
+    from bpnetlite.chrombpnet import _Exp, _Log
+
+    extra = {_Exp: tangermeme._nonlinear, _Log: tangermeme._nonlinear}
+    for t, target in enumerate(["counts", "profile"]):
+        for i in range(len(X)):
+            wrapper = _Fixed(model, n_controls, weights[i] if target == "profile" else None).eval()
+            theirs = tangermeme.deep_lift_shap(wrapper, X[i:i + 1], references=R[i:i + 1], hypothetical=True,
+                                               warning_threshold=1e9, batch_size=8, additional_nonlinear_ops=extra)
+            mine = ours.hypothetical[i, t]
+            scale = mine.abs().max()
+            assert (theirs[0] - mine).abs().max() <= 1e-4 * scale, (target, i)
+    # float32: summation-to-delta within 1e-3 of the mean change
+    single = attribute(program, X.float(), R.float(), target=["counts", "profile"])
+    mean_change = (single.predictions - single.reference_predictions).abs().mean()
+    assert single.deltas.abs().max() <= 1e-3 * max(float(mean_change), 1e-6)
