@@ -258,25 +258,53 @@ class Weighted(Linear):
         return (step.node.args[spec.input_arg], deltas[spec.input_arg], args[spec.weight_arg],
                 lambda t, w: spec.apply(step, args, t, w))
 
-    def _total(self, d, op, weight, step, args, ctx):
-        """``W d``, its value taken from the forward passes where the transpose is known."""
-        transpose = self.spec.transpose(step, args, weight) if self.spec.transpose is not None else None
-        if transpose is None:
-            return op(d, weight)
-        return KnownValue.apply(d, ctx.forward_diff(step.node), transpose, d.shape)
+    def _transpose(self, step, args, weight):
+        return self.spec.transpose(step, args, weight) if self.spec.transpose is not None else None
 
     def difference(self, step, args, kwargs, deltas, ctx, ref_out):
         node, d, weight, op = self.operands(step, args, deltas)
         d = total(d)
-        whole = self._total(d, op, weight, step, args, ctx)
+        transpose = self._transpose(step, args, weight)
+        if transpose is None:  # autograd differentiates the op itself
+            whole = op(d, weight)
+            if not step.needs_split:
+                return whole
+            spread = op(torch.sign(ctx.forward_diff(node)) * d, weight.abs() * 0.5)
+            pos = torch.add(spread, whole, alpha=0.5)
+            return Split(pos, whole - pos)
+        whole = ctx.forward_diff(step.node)
         if not step.needs_split:
-            return whole
-        # dy+- = (W d +- |W| (s * d)) / 2 with s the sign of the input's forward difference (0 where it is 0):
-        # where s = 1 this is W+ d and W- d, where s = -1 W- d and W+ d, where s = 0 half of W d to each part.
-        sign = torch.sign(ctx.forward_diff(node))
-        spread = op(sign * d, weight.abs()) * 0.5
-        half = whole * 0.5
-        return Split(half + spread, half - spread)
+            return KnownValue.apply(d, whole, transpose, d.shape)
+        half_abs = weight.abs() * 0.5
+        return Split(*SplitWeighted.apply(d, whole, torch.sign(ctx.forward_diff(node)), lambda t: op(t, half_abs),
+                                          self._transpose(step, args, weight * 0.5),
+                                          self._transpose(step, args, half_abs)))
+
+
+class SplitWeighted(torch.autograd.Function):
+    """A weighted layer's difference as parts: ``dy+- = (W d +- |W| (s * d)) / 2``.
+
+    ``s`` is the sign of the input's forward difference (0 where it is 0): where ``s = 1`` the parts are ``W+ d``
+    and ``W- d``, where ``s = -1`` ``W- d`` and ``W+ d``, where ``s = 0`` half of ``W d`` each. ``W d`` is known
+    from the forward passes; backward is ``(W/2)^T (g+ + g-) + s * (|W|/2)^T (g+ - g-)``, two transposed ops.
+    """
+
+    @staticmethod
+    def forward(ctx, d, whole, sign, half_abs_op, half_transpose, half_abs_transpose):
+        with torch.no_grad():
+            pos = half_abs_op(sign * d).add_(whole, alpha=0.5)
+            neg = whole - pos
+        ctx.save_for_backward(sign)
+        ctx.transposes, ctx.shape = (half_transpose, half_abs_transpose), d.shape
+        return pos, neg
+
+    @staticmethod
+    def backward(ctx, g_pos, g_neg):
+        (sign,) = ctx.saved_tensors
+        half_transpose, half_abs_transpose = ctx.transposes
+        grad = half_transpose((g_pos + g_neg).contiguous(), ctx.shape)
+        grad.addcmul_(sign, half_abs_transpose((g_pos - g_neg).contiguous(), ctx.shape))
+        return grad, None, None, None, None, None
 
 
 # --------------------------------------------------------------------------------------- combinations

@@ -150,16 +150,12 @@ def revealcancel_multipliers(step_name, fn, rest, kwargs, *, pos, neg, ref_in, d
     dy_neg = dy - dy_pos
     m_pos = dy_pos / pos
     m_neg = dy_neg / neg
-    small_pos = pos < eps
-    small_neg = neg > -eps
     # The limit of dy+/dx+ as dx+ -> 0 is (f'(x0) + f'(x0 + dx-)) / 2, and symmetrically; computed only on the
     # batch rows that have such entries.
-    if bool(small_pos.any()):
-        replace_where(m_pos, small_pos, lambda rows: derivative(step_name, fn, at_neg[rows], rest, kwargs).add_(
-            derivative(step_name, fn, ref_in[rows], rest, kwargs)).mul_(0.5))
-    if bool(small_neg.any()):
-        replace_where(m_neg, small_neg, lambda rows: derivative(step_name, fn, at_pos[rows], rest, kwargs).add_(
-            derivative(step_name, fn, ref_in[rows], rest, kwargs)).mul_(0.5))
+    replace_where(m_pos, pos < eps, lambda rows: derivative(step_name, fn, at_neg[rows], rest, kwargs).add_(
+        derivative(step_name, fn, ref_in[rows], rest, kwargs)).mul_(0.5))
+    replace_where(m_neg, neg > -eps, lambda rows: derivative(step_name, fn, at_pos[rows], rest, kwargs).add_(
+        derivative(step_name, fn, ref_in[rows], rest, kwargs)).mul_(0.5))
     return m_pos, m_neg, dy_pos, dy_neg
 
 
