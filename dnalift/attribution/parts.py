@@ -57,6 +57,8 @@ def scale(d, c):
     """Multiply a difference by a constant ``c`` (number or tensor), swapping parts where ``c < 0``."""
     if d is None:
         return None
+    if not isinstance(c, torch.Tensor) and c == 1:
+        return d
     if not isinstance(d, Split):
         return d * c
     if not isinstance(c, torch.Tensor):
