@@ -101,3 +101,42 @@ def test_counts_and_profile_from_bed_regions(files, name, precision, tmp_path):
             theirs = tangermeme.deep_lift_shap(wrapper, X[i:i + 1], references=R[i:i + 1], hypothetical=True,
                                                warning_threshold=1e9, additional_nonlinear_ops=extra)
             assert (theirs[0] - hyp[i]).abs().max() <= 1e-4 * hyp[i].abs().max(), (name, target, i)
+
+
+def test_info_lists_both_heads_and_the_control_input(files):
+    d, _ = files
+    res = CliRunner().invoke(cli, ["info", str(d / "bpnet.torch"), "--trust-model", "--width", str(L), "-q"])
+    assert res.exit_code == 0, res.output
+    assert "input 2: (n, 2, 206) a control input: zeros when scored" in res.output
+    assert "0: (n, 2, 100); --target profile | 0:0 .. 0:199" in res.output
+    assert "1: (n, 1); --target counts | 1" in res.output
+    assert "the model can be scored" in res.output
+
+
+def test_each_target_file_exports_to_bigwig_and_modisco(files, tmp_path):
+    pyBigWig = pytest.importorskip("pyBigWig")
+    d, _ = files
+    out = tmp_path / "scores.h5"
+    res = CliRunner().invoke(cli, ["score", str(d / "bpnet.torch"), "--trust-model", "--regions",
+                                   str(d / "peaks.narrowPeak"), "--genome", str(d / "genome.fa"), "--width", str(L),
+                                   "--center", "summit", "--target", "counts", "--target", "profile", "-o", str(out),
+                                   "--n-refs", "2", "-q"])
+    assert res.exit_code == 0, res.output
+    for target in ("counts", "profile"):
+        scores = tmp_path / f"scores.{target}.h5"
+        res = CliRunner().invoke(cli, ["export", str(scores), "--format", "bigwig", "-o",
+                                       str(tmp_path / f"{target}.bw"), "-q"])
+        assert res.exit_code == 0, res.output
+        with h5py.File(scores) as f:
+            contributions = f["projected_shap/seq"][:].sum(1)
+            chrom, start = f["regions/chrom"].asstr()[0], int(f["regions/start"][0])
+        bw = pyBigWig.open(str(tmp_path / f"{target}.bw"))
+        assert bw.chroms() == {"chr1": 1500, "chr2": 900}
+        # peak0 (chr1, summit at 340) overlaps no other window: its values are its own contributions
+        np.testing.assert_allclose(bw.values(chrom, start, start + 20), contributions[0, :20], rtol=1e-6)
+        bw.close()
+        res = CliRunner().invoke(cli, ["export", str(scores), "--format", "modisco", "-o",
+                                       str(tmp_path / target), "--window", "100", "-q"])
+        assert res.exit_code == 0, res.output
+        hyp = np.load(tmp_path / f"{target}.hyp.npz")["arr_0"]
+        assert hyp.shape == (4, 4, 100) and np.isfinite(hyp).all() and np.abs(hyp).max() > 0

@@ -67,6 +67,10 @@ def info(model, rule, max_rule, input_length, layout, arch, arch_kwargs, trust_m
     click.echo(f"model:   {model} ({m.format}, sha256 {m.sha256[:16]}...)")
     layout = "channels A,C,G,T first" if m.layout == "NCL" else "channels A,C,G,T last"
     click.echo(f"input:   (n, {shape}) {layout}; sequence length {m.input_length or 'free'}")
+    for i, control in enumerate(m.control_shapes, 2):
+        dims = ", ".join(map(str, control))
+        click.echo(f"input {i}: (n, {dims}) a control input: zeros when scored (--control-inputs zeros), "
+                   "not attributed")
     _echo_outputs(m, outputs_of(m))
     click.echo(f"rules:   {rule} mode, max rule {max_rule}")
     try:
