@@ -8,6 +8,8 @@ linear maps to either form, routing the parts by the sign of each coefficient.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import operator
 
 import torch
 
@@ -68,6 +70,11 @@ def scale(d, c):
     return Split(cp * d.pos + cn * d.neg, cp * d.neg + cn * d.pos)
 
 
+def tensor_sum(terms):
+    """The sum of a non-empty iterable of tensors, without the extra pass of builtin ``sum``'s ``0 + t``."""
+    return functools.reduce(operator.add, terms)
+
+
 def add_all(terms):
     """Sum differences; if any is split, all are (unsplit ones by their sign)."""
     terms = [t for t in terms if t is not None]
@@ -75,5 +82,5 @@ def add_all(terms):
         return None
     if any(isinstance(t, Split) for t in terms):
         parts = [as_split(t) for t in terms]
-        return Split(sum(p.pos for p in parts), sum(p.neg for p in parts))
-    return sum(terms)
+        return Split(tensor_sum(p.pos for p in parts), tensor_sum(p.neg for p in parts))
+    return tensor_sum(terms)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from dnalift.attribution.kinds.base import Kind, iter_nodes, op_name
-from dnalift.attribution.parts import Split, map_parts, scale, total
+from dnalift.attribution.parts import Split, map_parts, scale, tensor_sum, total
 
 
 def _dependent(arg, dependent: set) -> bool:
@@ -263,9 +263,9 @@ class Weighted(Linear):
 
     def difference(self, step, args, kwargs, deltas, ctx, ref_out):
         node, d, weight, op = self.operands(step, args, deltas)
-        d = total(d)
         transpose = self._transpose(step, args, weight)
         if transpose is None:  # autograd differentiates the op itself
+            d = total(d)
             whole = op(d, weight)
             if not step.needs_split:
                 return whole
@@ -274,37 +274,42 @@ class Weighted(Linear):
             return Split(pos, whole - pos)
         whole = ctx.forward_diff(step.node)
         if not step.needs_split:
+            d = total(d)
             return KnownValue.apply(d, whole, transpose, d.shape)
         half_abs = weight.abs() * 0.5
-        return Split(*SplitWeighted.apply(d, whole, torch.sign(ctx.forward_diff(node)), lambda t: op(t, half_abs),
+        dx = ctx.forward_diff(node)
+        pos, neg = (d.pos, d.neg) if isinstance(d, Split) else (d, None)
+        return Split(*SplitWeighted.apply(pos, neg, whole, dx, lambda t: op(t, half_abs),
                                           self._transpose(step, args, weight * 0.5),
                                           self._transpose(step, args, half_abs)))
 
 
 class SplitWeighted(torch.autograd.Function):
-    """A weighted layer's difference as parts: ``dy+- = (W d +- |W| (s * d)) / 2``.
+    """A weighted layer's difference as parts: ``dy+- = (W dx +- |W| |dx|) / 2``.
 
-    ``s`` is the sign of the input's forward difference (0 where it is 0): where ``s = 1`` the parts are ``W+ d``
-    and ``W- d``, where ``s = -1`` ``W- d`` and ``W+ d``, where ``s = 0`` half of ``W d`` each. ``W d`` is known
-    from the forward passes; backward is ``(W/2)^T (g+ + g-) + s * (|W|/2)^T (g+ - g-)``, two transposed ops.
+    ``dx`` is the input's forward difference: where ``dx > 0`` the parts are ``W+ dx`` and ``W- dx``, where
+    ``dx < 0`` ``W- dx`` and ``W+ dx``, where ``dx = 0`` nothing. ``W dx`` is known from the forward passes. The
+    carried difference (``d_pos + d_neg``, or ``d_pos`` alone when ``d_neg`` is None) has the same value and is
+    what the gradients flow back to: ``(W/2)^T (g+ + g-) + s * (|W|/2)^T (g+ - g-)`` with ``s = sign(dx)``, two
+    transposed ops, to each of its parts.
     """
 
     @staticmethod
-    def forward(ctx, d, whole, sign, half_abs_op, half_transpose, half_abs_transpose):
+    def forward(ctx, d_pos, d_neg, whole, dx, half_abs_op, half_transpose, half_abs_transpose):
         with torch.no_grad():
-            pos = half_abs_op(sign * d).add_(whole, alpha=0.5)
+            pos = half_abs_op(dx.abs()).add_(whole, alpha=0.5)
             neg = whole - pos
-        ctx.save_for_backward(sign)
-        ctx.transposes, ctx.shape = (half_transpose, half_abs_transpose), d.shape
+        ctx.save_for_backward(dx)
+        ctx.transposes, ctx.shape, ctx.has_neg = (half_transpose, half_abs_transpose), d_pos.shape, d_neg is not None
         return pos, neg
 
     @staticmethod
     def backward(ctx, g_pos, g_neg):
-        (sign,) = ctx.saved_tensors
+        (dx,) = ctx.saved_tensors
         half_transpose, half_abs_transpose = ctx.transposes
         grad = half_transpose((g_pos + g_neg).contiguous(), ctx.shape)
-        grad.addcmul_(sign, half_abs_transpose((g_pos - g_neg).contiguous(), ctx.shape))
-        return grad, None, None, None, None, None
+        grad.addcmul_(torch.sign(dx), half_abs_transpose((g_pos - g_neg).contiguous(), ctx.shape))
+        return grad, grad if ctx.has_neg else None, None, None, None, None, None
 
 
 # --------------------------------------------------------------------------------------- combinations
@@ -315,8 +320,8 @@ def combine(terms, nodes, ctx):
         return None
     if any(isinstance(t, Split) for t, _ in pairs):
         parts = [ctx.split_by_forward_sign(t, n if isinstance(n, torch.fx.Node) else None) for t, n in pairs]
-        return Split(sum(p.pos for p in parts), sum(p.neg for p in parts))
-    return sum(t for t, _ in pairs)
+        return Split(tensor_sum(p.pos for p in parts), tensor_sum(p.neg for p in parts))
+    return tensor_sum(t for t, _ in pairs)
 
 
 class Concat(Linear):

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from dnalift.attribution.kinds.base import Kind
 from dnalift.attribution.pairing import Pairing
-from dnalift.attribution.parts import map_parts
+from dnalift.attribution.parts import map_parts, tensor_sum
 
 
 def returns_indices(name: str) -> bool:
@@ -228,7 +228,7 @@ class Max(Kind):
 
         def route(t):
             flat = windows.flat(t)
-            return sum(c * flat.gather(1, i) for i, c in terms).reshape(out_shape)
+            return tensor_sum(c * flat.gather(1, i) for i, c in terms).reshape(out_shape)
 
         # With the gradient rule the parts (and the gradients) follow the input's argmax alone, as the values
         # do: exact when the reference is constant in each window, like the rule itself.

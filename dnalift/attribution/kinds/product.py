@@ -19,7 +19,7 @@ import torch
 
 from dnalift.attribution.kinds.base import Kind, iter_nodes
 from dnalift.attribution.pairing import Pairing, reduce_to
-from dnalift.attribution.parts import Split, add_all, scale, total
+from dnalift.attribution.parts import Split, add_all, scale, tensor_sum, total
 
 
 def product_coefficients(a_x, b_x, a_ref, b_ref, pairing: Pairing, dims):
@@ -200,7 +200,7 @@ class Bilinear(Kind):
         if not step.needs_split:
             terms = [call(total(d_a), b_mid) if d_a is not None else None,
                      call(a_mid, total(d_b)) if d_b is not None else None]
-            return sum(t for t in terms if t is not None)
+            return tensor_sum(t for t in terms if t is not None)
         pos, neg = 0, 0
         for d, node, other, which in ((d_a, a_node, b_mid, 0), (d_b, b_node, a_mid, 1)):
             if d is None:
