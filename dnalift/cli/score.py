@@ -79,7 +79,8 @@ def _on_sigterm(signum, frame):
               help="What inputs after the sequence get (control tracks, bpnet-lite's X_ctl): zeros, as "
                    "`bpnet attribute` does, or refuse such models.")
 @click.option("--batch-size", type=click.IntRange(min=1), metavar="N",
-              help="Sequence-reference pairs per batch (default: fits a memory budget).")
+              help="Sequence-reference pairs per batch (default: chosen for speed: on the CPU a batch whose "
+                   "activations fit the cache, 32 to 1,024 pairs; on a GPU a quarter of its free memory).")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:i]",
               help="Where to compute (auto: the GPU when PyTorch sees one).")
 @click.option("--precision", type=click.Choice(Precision.values()), default="float32", show_default=True,
