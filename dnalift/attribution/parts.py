@@ -75,12 +75,15 @@ def tensor_sum(terms):
     return functools.reduce(operator.add, terms)
 
 
-def add_all(terms):
-    """Sum differences; if any is split, all are (unsplit ones by their sign)."""
-    terms = [t for t in terms if t is not None]
-    if not terms:
+def add_all(terms, split=lambda i, t: as_split(t)):
+    """Sum differences, leaving out None terms; if any is split, all are.
+
+    ``split(i, t)`` gives the parts of an unsplit term ``t = terms[i]`` (default: by its own sign).
+    """
+    present = [(i, t) for i, t in enumerate(terms) if t is not None]
+    if not present:
         return None
-    if any(isinstance(t, Split) for t in terms):
-        parts = [as_split(t) for t in terms]
+    if any(isinstance(t, Split) for _, t in present):
+        parts = [split(i, t) for i, t in present]
         return Split(tensor_sum(p.pos for p in parts), tensor_sum(p.neg for p in parts))
-    return tensor_sum(terms)
+    return tensor_sum(t for _, t in present)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from dnalift.attribution.kinds.base import Kind, iter_nodes, op_name
-from dnalift.attribution.parts import Split, map_parts, scale, tensor_sum, total
+from dnalift.attribution.parts import Split, add_all, map_parts, scale, total
 
 
 def _dependent(arg, dependent: set) -> bool:
@@ -315,13 +315,8 @@ class SplitWeighted(torch.autograd.Function):
 # --------------------------------------------------------------------------------------- combinations
 def combine(terms, nodes, ctx):
     """Sum differences; if one is split, all are (unsplit ones by the sign of their forward difference)."""
-    pairs = [(t, n) for t, n in zip(terms, nodes) if t is not None]
-    if not pairs:
-        return None
-    if any(isinstance(t, Split) for t, _ in pairs):
-        parts = [ctx.split_by_forward_sign(t, n if isinstance(n, torch.fx.Node) else None) for t, n in pairs]
-        return Split(tensor_sum(p.pos for p in parts), tensor_sum(p.neg for p in parts))
-    return tensor_sum(t for t, _ in pairs)
+    return add_all(terms, lambda i, t: ctx.split_by_forward_sign(
+        t, nodes[i] if isinstance(nodes[i], torch.fx.Node) else None))
 
 
 class Concat(Linear):

@@ -198,13 +198,8 @@ class Bilinear(Kind):
         call = self.caller(step, args)
         a_mid, b_mid = a_mid.detach(), b_mid.detach()
         if not step.needs_split:
-            terms = [call(total(d_a), b_mid) if d_a is not None else None,
-                     call(a_mid, total(d_b)) if d_b is not None else None]
-            return tensor_sum(t for t in terms if t is not None)
-        pos, neg = 0, 0
-        for d, node, other, which in ((d_a, a_node, b_mid, 0), (d_b, b_node, a_mid, 1)):
-            if d is None:
-                continue
-            part = split_bilinear(call, total(d), other, which, lambda t, n=node: ctx.split_by_forward_sign(t, n))
-            pos, neg = pos + part.pos, neg + part.neg
-        return Split(pos, neg)
+            return add_all([call(total(d_a), b_mid) if d_a is not None else None,
+                            call(a_mid, total(d_b)) if d_b is not None else None])
+        parts = [split_bilinear(call, total(d), other, which, lambda t, n=node: ctx.split_by_forward_sign(t, n))
+                 for d, node, other, which in ((d_a, a_node, b_mid, 0), (d_b, b_node, a_mid, 1)) if d is not None]
+        return Split(tensor_sum(p.pos for p in parts), tensor_sum(p.neg for p in parts))
