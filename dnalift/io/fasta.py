@@ -235,6 +235,28 @@ def _first_non_acgt(seq: str) -> int:
     return int(hit[0]) if hit.size else -1
 
 
+def rows_with_acgt_only(count: int, fetch, n_policy, refuse) -> np.ndarray:
+    """Which of ``count`` sequences hold only A, C, G and T, for the N policies ``skip`` and ``error``.
+
+    ``fetch(i)`` gives sequence ``i`` (str); under ``NPolicy.ERROR`` the first one with another letter raises
+    ``refuse(i, seq, j)``, an exception naming it and its position ``j``.
+
+    Returns
+    -------
+    ndarray of bool, shape (count,)
+    """
+    keep = np.ones(count, dtype=bool)
+    for i in range(count):
+        seq = fetch(i)
+        j = _first_non_acgt(seq)
+        if j < 0:
+            continue
+        if n_policy == NPolicy.ERROR:
+            raise refuse(i, seq, j)
+        keep[i] = False
+    return keep
+
+
 class _FastaSource(SequenceSource):
     def __init__(self, fasta, *, path, keys, record_lengths, kept, width, skipped):
         self._fasta = fasta
@@ -325,19 +347,15 @@ def _common_width(path, keys, lengths, width) -> int:
 def _apply_n_policy(fasta, path, keys, lengths, width, n_policy):
     probe = _FastaSource(fasta, path=path, keys=keys, record_lengths=lengths, kept=np.arange(len(keys)),
                          width=width, skipped=[])
-    keep = np.ones(len(keys), dtype=bool)
-    for i in range(len(keys)):
-        _, seq = probe._window(i)
-        j = _first_non_acgt(seq)
-        if j < 0:
-            continue
-        if n_policy == NPolicy.ERROR:
-            raise SequenceError(
-                f"{path}: sequence {keys[i]!r} has {seq[j]!r} at position {j} (0-based) of its "
-                f"{'window' if lengths[i] != width else 'sequence'}, which is not A, C, G or T; use "
-                "n_policy='zero' to encode it as an all-zero column or n_policy='skip' to drop such sequences",
-                argument="n_policy", path=path, name=keys[i], position=j)
-        keep[i] = False
+
+    def refuse(i, seq, j):
+        return SequenceError(
+            f"{path}: sequence {keys[i]!r} has {seq[j]!r} at position {j} (0-based) of its "
+            f"{'window' if lengths[i] != width else 'sequence'}, which is not A, C, G or T; use "
+            "n_policy='zero' to encode it as an all-zero column or n_policy='skip' to drop such sequences",
+            argument="n_policy", path=path, name=keys[i], position=j)
+
+    keep = rows_with_acgt_only(len(keys), lambda i: probe._window(i)[1], n_policy, refuse)
     skipped = [Skipped(keys[i], "letters other than ACGT") for i in np.flatnonzero(~keep)]
     if skipped:
         logger.warning("%s: skipped %d of %d sequences with letters other than ACGT", path, len(skipped), len(keys))

@@ -20,7 +20,7 @@ import numpy as np
 from dnalift.config import Center, NPolicy, OffGenome, parse_choice
 from dnalift.encoding import reverse_complement_sequence
 from dnalift.errors import RegionError, SequenceError
-from dnalift.io.fasta import _first_non_acgt, check_width, open_indexed_fasta, open_text
+from dnalift.io.fasta import check_width, open_indexed_fasta, open_text, rows_with_acgt_only
 from dnalift.io.source import SequenceSource, Skipped
 
 __all__ = ["open_regions", "region_name"]
@@ -240,23 +240,18 @@ def _parse_line(line: str, where: str, center) -> tuple:
 
 
 def _apply_n_policy(source: _RegionSource, bed: str, lines: list, n_policy) -> _RegionSource:
-    keep = np.ones(len(source), dtype=bool)
-    skipped = list(source.skipped)
-    for i in range(len(source)):
-        seq = source._fetch(i)
-        j = _first_non_acgt(seq)
-        if j < 0:
-            continue
-        if n_policy == NPolicy.ERROR:
-            raise SequenceError(
-                f"{bed}, line {lines[i]}: window {source.names[i]!r} has {seq[j]!r} at position {j} (0-based), "
-                "which is not A, C, G or T; use n_policy='zero' to encode it as an all-zero column or "
-                "n_policy='skip' to drop such regions", argument="n_policy", path=bed, name=source.names[i],
-                position=j)
-        keep[i] = False
-        skipped.append(Skipped(source.names[i], "letters other than ACGT"))
+    def refuse(i, seq, j):
+        return SequenceError(
+            f"{bed}, line {lines[i]}: window {source.names[i]!r} has {seq[j]!r} at position {j} (0-based), "
+            "which is not A, C, G or T; use n_policy='zero' to encode it as an all-zero column or "
+            "n_policy='skip' to drop such regions", argument="n_policy", path=bed, name=source.names[i],
+            position=j)
+
+    keep = rows_with_acgt_only(len(source), source._fetch, n_policy, refuse)
     if keep.all():
         return source
+    skipped = list(source.skipped) + [Skipped(source.names[i], "letters other than ACGT")
+                                      for i in np.flatnonzero(~keep)]
     logger.warning("%s: skipped %d regions whose window has letters other than ACGT", bed, int((~keep).sum()))
     return source.subset(keep, skipped)
 
