@@ -5,6 +5,8 @@
 - ``device``: every device the machine has (``cpu``, and ``cuda`` where PyTorch sees one), so the tests that take
   it also run on a GPU when there is one.
 - ``float64``: ``torch.float64``, for the tight summation-to-delta checks.
+- ``fail_attribute_on_call(monkeypatch, call, exc=KeyboardInterrupt)``: the engine's ``attribute`` raises on its
+  ``call``-th call (an interrupted or failing run).
 
 Helpers are also importable (``from conftest import random_one_hot``): pytest puts this folder on ``sys.path``.
 """
@@ -48,6 +50,23 @@ def frozen(module_class, *, seed: int = 0, dtype: torch.dtype = torch.float32, *
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def fail_attribute_on_call(monkeypatch, call: int, exc=KeyboardInterrupt):
+    """Make ``dnalift.attribution.engine.attribute`` raise ``exc`` (a class or an instance) on its ``call``-th call
+    (1-based), every other call going through; returns a function that puts the real one back."""
+    import dnalift.attribution.engine as engine
+
+    real, calls = engine.attribute, []
+
+    def attribute(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            raise exc
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "attribute", attribute)
+    return lambda: monkeypatch.setattr(engine, "attribute", real)
 
 
 @pytest.fixture(params=DEVICES)

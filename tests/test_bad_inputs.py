@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 from click.testing import CliRunner
 
+from conftest import fail_attribute_on_call
 from dnalift.cli import cli
 from dnalift.io.store import OutputLock, open_results, partial_path, validate_results
 
@@ -78,20 +79,6 @@ def _bgzf_block(data: bytes) -> bytes:
     return header + struct.pack("<H", size - 1) + body + struct.pack("<II", zlib.crc32(data), len(data))
 
 
-def _interrupt_at(monkeypatch, call: int, exc=KeyboardInterrupt):
-    import dnalift.attribution.engine as engine
-
-    real, calls = engine.attribute, []
-
-    def attribute(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == call:
-            raise exc()
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(engine, "attribute", attribute)
-
-
 def invoke(*args):
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
@@ -124,7 +111,7 @@ def kit(tmp_path_factory):
     k["scored"] = d / "scored.h5"
     assert invoke("score", k["model"], k["fasta"], "-o", k["scored"], "--n-refs", 2).exit_code == 0
     mp = pytest.MonkeyPatch()
-    _interrupt_at(mp, 2)
+    fail_attribute_on_call(mp, 2)
     assert invoke("score", k["model"], k["fasta"], "-o", d / "cut.h5", "--n-refs", 2, "--chunk-size", 4).exit_code == 130
     mp.undo()
     k["partial"] = partial_path(d / "cut.h5")
@@ -247,7 +234,7 @@ def _existing(name, content=b"precious"):
 
 
 def _one_chunk_then_interrupt(k, out, monkeypatch):
-    _interrupt_at(monkeypatch, 1)
+    fail_attribute_on_call(monkeypatch, 1)
 
 
 CASES = [

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 from click.testing import CliRunner
 
+from conftest import fail_attribute_on_call
 from dnalift.cli import cli
 from dnalift.encoding import one_hot_encode, reverse_complement_sequence
 from dnalift.io.store import open_results, partial_path, validate_results
@@ -321,20 +322,10 @@ def test_resume_after_interruption_equals_uninterrupted(data, tmp_path, monkeypa
     common = ("--n-refs", 3, "--chunk-size", 4)
     ok("score", data["model"], data["fasta"], "-o", whole, *common)
 
-    import dnalift.attribution.engine as engine
-
-    real, calls = engine.attribute, []
-
-    def interrupted(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
     out = tmp_path / "run" / "out.h5"
-    monkeypatch.setattr(engine, "attribute", interrupted)
+    restore = fail_attribute_on_call(monkeypatch, 2)
     res = run("score", data["model"], data["fasta"], "-o", out, *common)
-    monkeypatch.setattr(engine, "attribute", real)
+    restore()
     assert res.exit_code == 130
     assert res.stderr.splitlines()[-1] == "Error: interrupted"
     assert "--resume" in res.stderr
@@ -354,21 +345,10 @@ def test_resume_after_interruption_equals_uninterrupted(data, tmp_path, monkeypa
 
 
 def test_resume_refuses_other_options(data, tmp_path, monkeypatch):
-    import dnalift.attribution.engine as engine
-
-    real = engine.attribute
-    state = {"n": 0}
-
-    def interrupted(*args, **kwargs):
-        state["n"] += 1
-        if state["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
     out = tmp_path / "out.h5"
-    monkeypatch.setattr(engine, "attribute", interrupted)
+    restore = fail_attribute_on_call(monkeypatch, 2)
     assert run("score", data["model"], data["fasta"], "-o", out, "--n-refs", 3, "--chunk-size", 4).exit_code == 130
-    monkeypatch.setattr(engine, "attribute", real)
+    restore()
     res = run("score", data["model"], data["fasta"], "-o", out, "--n-refs", 3, "--chunk-size", 4, "--seed", 5,
               "--resume")
     assert_error(res, 1, "cannot resume", "seed")

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from conftest import fail_attribute_on_call
 from dnalift import pipeline
 from dnalift.config import ScoreConfig
 from dnalift.encoding import one_hot_encode
@@ -142,29 +143,15 @@ def test_reference_fasta_shared_and_per_sequence(files, tmp_path):
 def test_failure_clean_up(files, tmp_path, monkeypatch):
     """Data error mid-run: nothing stays. Interrupt in the first chunk: nothing to resume, nothing stays.
     Interrupt later: the partial file stays."""
-    import dnalift.attribution.engine as engine
-
-    real = engine.attribute
-    seen = []
-
-    def failing(exc, at):
-        def attribute(*args, **kwargs):
-            seen.append(1)
-            if len(seen) == at:
-                raise exc
-            return real(*args, **kwargs)
-        return attribute
-
     for exc, at, kept in ((SequenceError("bad"), 2, False), (KeyboardInterrupt(), 1, False),
                           (KeyboardInterrupt(), 3, True), (RuntimeError("CUDA out of memory"), 2, True)):
-        seen.clear()
         out = tmp_path / f"{type(exc).__name__}{at}.h5"
-        monkeypatch.setattr(engine, "attribute", failing(exc, at))
+        restore = fail_attribute_on_call(monkeypatch, at, exc)
         with pytest.raises(type(exc)):
             score(files, output=out, n_refs=2, chunk_size=4)
+        restore()
         assert not out.exists()
         assert partial_path(out).exists() == kept, (exc, at)
-    monkeypatch.setattr(engine, "attribute", real)
 
 
 def test_conservation_warning_names_sequences(files, tmp_path, monkeypatch):
@@ -245,21 +232,11 @@ def test_resume_compares_content_not_paths(files, tmp_path, monkeypatch):
     of it); the fingerprint attributes are recorded."""
     import os
 
-    import dnalift.attribution.engine as engine
-
-    real, calls = engine.attribute, []
-
-    def interrupted(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
     out = tmp_path / "o.h5"
-    monkeypatch.setattr(engine, "attribute", interrupted)
+    restore = fail_attribute_on_call(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         score(files, output=out, n_refs=2, chunk_size=4)
-    monkeypatch.setattr(engine, "attribute", real)
+    restore()
     copy = tmp_path / "copy" / "seqs.fa"
     copy.parent.mkdir()
     copy.write_bytes(files.fasta.read_bytes())
