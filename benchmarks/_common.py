@@ -8,12 +8,14 @@ so the scripts keep working while the engine changes.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import re
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -233,6 +235,30 @@ def machine(device: torch.device) -> dict:
         info["gpu"] = f"{props.name}, {props.total_memory / 2**30:.0f} GiB, {props.multi_processor_count} SMs"
         info["cuda"] = torch.version.cuda
     return info
+
+
+def run_models(script: str, args, argv, bench_model):
+    """The part every benchmark's ``main`` shares: threads, device, machine, ``bench_model`` per model.
+
+    Returns ``(device, info, results, command)`` (``command``: how to rerun it, for the report), or None after
+    one line on stderr when ``--device cuda`` is asked for and PyTorch sees no CUDA device.
+    """
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("--device cuda: PyTorch sees no CUDA device here; use --device cpu", file=sys.stderr)
+        return None
+    info = machine(device)
+    results = [bench_model(name, args, device) for name in args.model]
+    info["load_after"] = os.getloadavg()
+    command = " ".join([f"PYTHONPATH=. .venv/bin/python benchmarks/{script}",
+                        *(sys.argv[1:] if argv is None else argv)])
+    return device, info, results, command
+
+
+def write_json(path: Path, info: dict, results: list) -> None:
+    """Every figure of a run, with the machine and the command line."""
+    path.write_text(json.dumps({"machine": info, "argv": sys.argv, "results": results}, indent=1))
 
 
 def describe_machine(info: dict) -> str:

@@ -22,7 +22,6 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -200,16 +199,10 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("--device cuda: PyTorch sees no CUDA device here; use --device cpu", file=sys.stderr)
+    run = common.run_models("bench_batch.py", args, argv, bench_model)
+    if run is None:
         return 2
-    info = common.machine(device)
-    results = [bench_model(name, args, device) for name in args.model]
-    info["load_after"] = os.getloadavg()
-    command = " ".join(["PYTHONPATH=. .venv/bin/python benchmarks/bench_batch.py",
-                        *(sys.argv[1:] if argv is None else argv)])
+    _, info, results, command = run
     print(f"Command: `{command}`\nMachine: {common.describe_machine(info)}\n")
     print(table(results, markdown=args.markdown))
     print("\nworking set: what autograd saves for the floor's backward in one batch (dnalift keeps about as much "
@@ -217,7 +210,7 @@ def main(argv=None) -> int:
           "at the same batch size (auto: against the best floor). pairs/CPU s: pairs per second of the process's CPU "
           "time (steadier than wall time on a loaded machine).")
     if args.json:
-        args.json.write_text(json.dumps({"machine": info, "argv": sys.argv, "results": results}, indent=1))
+        common.write_json(args.json, info, results)
     return 0
 
 

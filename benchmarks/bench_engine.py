@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 from pathlib import Path
@@ -381,19 +380,13 @@ def profile_dnalift(name: str, args, device, rows: int) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("--device cuda: PyTorch sees no CUDA device here; use --device cpu", file=sys.stderr)
+    run = common.run_models("bench_engine.py", args, argv, bench_model)
+    if run is None:
         return 2
-    info = common.machine(device)
-    results = [bench_model(name, args, device) for name in args.model]
-    info["load_after"] = os.getloadavg()
-    command = " ".join(["PYTHONPATH=. .venv/bin/python benchmarks/bench_engine.py",
-                        *(sys.argv[1:] if argv is None else argv)])
+    device, info, results, command = run
     print(report(results, info, command, markdown=args.markdown))
     if args.json:
-        args.json.write_text(json.dumps({"machine": info, "argv": sys.argv, "results": results}, indent=1))
+        common.write_json(args.json, info, results)
         print(f"\nwrote {args.json}", file=sys.stderr)
     for name in args.model if args.profile else ():
         profile_dnalift(name, args, device, args.profile)
