@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from dnalift.attribution.plan import Plan
+from dnalift.attribution.plan import Plan, value_meta
 from dnalift.errors import ModelInputError
 
 __all__ = ["resolve_device", "auto_batch_size", "batches", "CPU_BUDGET", "CPU_MIN_ROWS", "CPU_MAX_ROWS",
@@ -44,10 +44,7 @@ def auto_batch_size(plan: Plan, *, device: torch.device, dtype: torch.dtype) -> 
     """
     per_row = 0
     for step in plan.steps:
-        value = step.node.meta.get("val")
-        if isinstance(value, (tuple, list)):
-            value = value[0] if value else None
-        shape = getattr(value, "shape", None)
+        shape = getattr(value_meta(step.node), "shape", None)
         if shape is None or not len(shape):
             continue
         sizes = [int(s) if not isinstance(s, torch.SymInt) or str(s).isdigit() else 1 for s in shape]

@@ -178,7 +178,8 @@ class Plan:
         return self._cast_cache[key]
 
 
-def _value_meta(node: torch.fx.Node):
+def value_meta(node: torch.fx.Node):
+    """The exported example value of a node (the first one for a node that returns several), or None."""
     value = node.meta.get("val")
     if isinstance(value, (tuple, list)):
         value = value[0] if value else None
@@ -187,7 +188,7 @@ def _value_meta(node: torch.fx.Node):
 
 def batch_dim_of(node: torch.fx.Node) -> int | None:
     """The dimension of a node's value that holds the batch (the first symbolic one), or None."""
-    shape = getattr(_value_meta(node), "shape", None)
+    shape = getattr(value_meta(node), "shape", None)
     if shape is None:
         return None
     for dim, size in enumerate(shape):
@@ -204,7 +205,7 @@ def _carries_values(node: torch.fx.Node) -> bool:
 
 
 def _row_shape(node: torch.fx.Node) -> tuple:
-    value = _value_meta(node)
+    value = value_meta(node)
     shape = getattr(value, "shape", ())
     return tuple(int(s) if not isinstance(s, torch.SymInt) or str(s).isdigit() else -1 for s in shape[1:])
 
@@ -494,4 +495,4 @@ def describe(plan: Plan) -> list[dict]:
 
 
 __all__ = ["Step", "Output", "Plan", "compile_plan", "program_outputs", "describe", "resolve", "unsupported_error",
-           "batch_dim_of"]
+           "batch_dim_of", "value_meta"]
