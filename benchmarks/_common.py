@@ -1,7 +1,8 @@
 """Helpers the benchmark scripts share: data, the floor, clocks, dnalift's public entry points, the machine.
 
 Only dnalift's public API is used (``dnalift.attribute``, ``dnalift.dinucleotide_shuffle``,
-``dnalift.load_model``, and ``dnalift.attribution.engine.auto_batch_size`` to report the automatic batch size),
+``dnalift.load_model``, and ``dnalift.attribution.engine``'s ``plan_for`` and ``auto_batch_size`` to report the
+automatic batch size),
 so the scripts keep working while the engine changes.
 """
 
@@ -174,27 +175,12 @@ def dnalift_attribute(model, X, R, *, rule: str, device: torch.device, dtype=tor
     return dnalift.attribute(model, X, R, **options)
 
 
-def dnalift_auto_batch(model, *, device: torch.device, dtype=torch.float32) -> int | None:
-    """dnalift's automatic batch size (sequence-reference pairs) for this model, or None if it cannot be read.
+def dnalift_auto_batch(model, *, device: torch.device, dtype=torch.float32) -> int:
+    """dnalift's automatic batch size (sequence-reference pairs) for this model (a loaded model or a program)."""
+    from dnalift.attribution import engine
 
-    ``dnalift.attribution.engine.auto_batch_size`` has taken the compiled plan; any other signature (the engine
-    is being rewritten) gives None rather than a failure.
-    """
-    try:
-        from dnalift.attribution import engine
-    except ImportError:
-        return None
     program = getattr(model, "program", model)
-    attempts = []
-    if hasattr(engine, "plan_for"):
-        attempts.append(lambda: engine.auto_batch_size(engine.plan_for(program), device=device, dtype=dtype))
-    attempts.append(lambda: engine.auto_batch_size(model, device=device, dtype=dtype))
-    for attempt in attempts:
-        try:
-            return int(attempt())
-        except Exception:  # noqa: BLE001 - an engine that changed its signature: report "auto" only
-            continue
-    return None
+    return int(engine.auto_batch_size(engine.plan_for(program), device=device, dtype=dtype))
 
 
 # ---------------------------------------------------------------------------------------------- machine

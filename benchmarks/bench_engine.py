@@ -188,7 +188,7 @@ def bench_model(name: str, args, device: torch.device) -> dict:
     try:
         auto = data["dnalift_auto_batch"]
         print(f"\n== {name}: {data['n']} sequences x {data['refs']} references, length {data['length']}, "
-              f"sweep {data['sweep']}, dnalift automatic batch {auto or '?'}, device {device}, "
+              f"sweep {data['sweep']}, dnalift automatic batch {auto}, device {device}, "
               f"{torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True)
         data["load_before"] = os.getloadavg()
         for config in configs:  # warm-up; keeps the outputs for the agreement columns
@@ -231,7 +231,7 @@ def summarise(configs: list[Config], data: dict, tensors: dict, device) -> list[
             row["peak_gib"] = max(config.peaks) / 2**30
         if config.tool == "dnalift" and config.batch is None:
             auto = data["dnalift_auto_batch"]
-            row["batch_label"] = f"auto ({min(auto, data['pairs'])})" if auto else "auto"
+            row["batch_label"] = f"auto ({min(auto, data['pairs'])})"
         if rescale is not None:
             row.update(agreement(config, rescale.output, fx, fr))
             if config.tool in OTHER_TOOLS:

@@ -282,7 +282,7 @@ def throughput_row(module, model, X, R, flat, *, item, rule, size, device, repea
             detail += f", floor peak {floor_peak:.2f} GiB"
     else:
         auto = common.dnalift_auto_batch(model, device=device)
-        detail += f"; automatic batch {auto if auto is not None else '?'}"
+        detail += f"; automatic batch {auto}"
     if peak is not None:
         detail += f"; dnalift peak {peak:.2f} GiB"
     return {"part": "c throughput", "item": item, "figure": f"{pairs / ours:,.0f} pairs/s", "limit": "",
