@@ -233,7 +233,8 @@ class ScoreConfig:
     targets : tuple
         Output indices or names; one result file each.
     batch_size : int, optional
-        Sequence-reference pairs per engine batch (default: from a memory budget).
+        Sequence-reference pairs per engine batch (default: chosen for speed,
+        :func:`~dnalift.attribution.batching.auto_batch_size`).
     device : str
         ``auto``, ``cpu``, ``cuda`` or ``cuda:i``.
     precision : Precision

@@ -36,11 +36,11 @@ CUDA_MAX_ROWS = 16384
 
 
 def auto_batch_size(plan: Plan, *, device: torch.device, dtype: torch.dtype) -> int:
-    """Rows (sequence-reference pairs) per batch so that the saved activations fit a memory budget.
+    """Rows (sequence-reference pairs) per batch, chosen for speed.
 
     A row costs about three times the sum of the sizes of every activation in the graph (values, multipliers,
-    gradients). On the CPU the batch fits :data:`CPU_BUDGET` (32 to 1,024 rows, and never over
-    :data:`CPU_MEMORY`); on a GPU a quarter of its free memory (at most :data:`CUDA_MAX_ROWS`).
+    gradients). On the CPU the batch fits :data:`CPU_BUDGET`, about a last-level cache (32 to 1,024 rows, and
+    never over :data:`CPU_MEMORY`); on a GPU a quarter of its free memory (at most :data:`CUDA_MAX_ROWS`).
     """
     per_row = 0
     for step in plan.steps:

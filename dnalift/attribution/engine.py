@@ -183,7 +183,8 @@ def attribute(model, X, references, *, target=0, rule: str = "rescale", max_rule
     max_rule : {"exact", "gradient"}
         The exact max rule (sums to delta) or the original code's gradient rule.
     batch_size : int, optional
-        Sequence-reference pairs per batch; by default from a memory budget (:func:`auto_batch_size`).
+        Sequence-reference pairs per batch; by default chosen for speed (:func:`auto_batch_size`: on the CPU
+        a batch whose activations fit the cache, on a GPU a quarter of its free memory).
     device : {"auto", "cpu", "cuda", "cuda:i"} or torch.device
     dtype : torch.float32 or torch.float64
     allow_gradient : sequence of str
@@ -292,10 +293,10 @@ def _warn_deltas(deltas, change, dtype, tolerance, *, names=None, max_rule="exac
     """Warn (ConservationWarning) naming the worst sequences where summation-to-delta is off."""
     if tolerance is None:
         tolerance = 1e-8 if dtype == torch.float64 else 1e-3
-    scale = change.abs().clamp(min=1.0)
-    bad = (deltas.abs() / scale) > tolerance
+    relative = deltas.abs() / change.abs().clamp(min=1.0)
+    bad = relative > tolerance
     if bool(bad.any()):
-        worst = torch.argsort((deltas.abs() / scale).max(dim=1).values, descending=True)[:5].tolist()
+        worst = torch.argsort(relative.max(dim=1).values, descending=True)[:5].tolist()
         label = (lambda i: names[i]) if names is not None else (lambda i: f"#{i}")
         details = ", ".join(f"{label(i)} ({float(deltas[i].abs().max()):.3g})" for i in worst)
         hint = ("The gradient max rule does not sum to delta; use the exact one (max_rule='exact', "
