@@ -108,13 +108,18 @@ class Target:
         return (weights * (flat - flat.mean(1, keepdim=True))).sum(1)
 
 
+def _units(output) -> int:
+    """Values per row of an output (1 for a per-row scalar)."""
+    return math.prod(output.shape)
+
+
 def output_table(outputs) -> list[dict]:
     """The outputs of a plan as rows (name, per-row shape, the target names they accept), for ``dnalift info``."""
     roles = _standard(outputs)
     rows = []
     for i, o in enumerate(outputs):
         name = o.name or "output"
-        units = math.prod(o.shape) if o.shape else 1
+        units = _units(o)
         accepts = [r for r, index in roles.items() if index == i]
         if o.name:
             accepts.append(o.name if units == 1 else f"{o.name}:0 .. {o.name}:{units - 1}")
@@ -139,7 +144,7 @@ def _standard(outputs) -> dict:
 
 def _describe(outputs, unit_names) -> str:
     if len(outputs) == 1 and not outputs[0].name:
-        units = math.prod(outputs[0].shape) if outputs[0].shape else 1
+        units = _units(outputs[0])
         if unit_names:
             shown = ", ".join(f"{i}={n}" for i, n in enumerate(unit_names[:10]))
             return f"its outputs are {shown}{' ...' if len(unit_names) > 10 else ''}"
@@ -171,7 +176,7 @@ def _one(spec, outputs, unit_names, where) -> Target:
         return Target(text, output, "unit", _unit(int(match.group(2)), outputs[output], text, where, listing))
     if text and text in names:
         output = names.index(text)
-        units = math.prod(outputs[output].shape) if outputs[output].shape else 1
+        units = _units(outputs[output])
         if units != 1:
             raise TargetError(f"target={text!r} is an output with {units} values per sequence; give one of them "
                               f"as {text}:INDEX ({where}: {listing})", argument="target", value=text)
@@ -186,7 +191,7 @@ def _one(spec, outputs, unit_names, where) -> Target:
 
 
 def _unit(index: int, output, text, where, listing) -> int:
-    units = math.prod(output.shape) if output.shape else 1
+    units = _units(output)
     if not -units <= index < units:
         which = f"output {output.name} has" if output.name else "it has"
         raise TargetError(f"target={text} does not exist: in {where}, {which} {units} value(s) per sequence "
@@ -228,7 +233,7 @@ def resolve_targets(outputs, specs: Sequence | object, *, unit_names=None, where
 def _same(a: Target, b: Target, outputs) -> bool:
     """Whether two targets compute the same value (the sum of a one-value output is that value)."""
     def key(t):
-        if t.how == "sum" and math.prod(outputs[t.output].shape or (1,)) == 1:
+        if t.how == "sum" and _units(outputs[t.output]) == 1:
             return (t.output, "unit", 0, None)
         return (t.output, t.how, t.index, t.fn)
 
