@@ -32,6 +32,7 @@ from dnalift.io.store import OutputLock, open_results, partial_path, validate_re
 
 sys.path.insert(0, str(Path(__file__).parent))
 import toy_models  # noqa: E402
+from toy_models import FixedLength, NoRule  # noqa: E402
 
 L, N = 24, 12
 
@@ -44,25 +45,6 @@ class Tiny(nn.Module):
 
     def forward(self, x):
         return self.out(torch.relu(self.conv(x)).mean(dim=-1))
-
-
-class FixedLength(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.dense = nn.Linear(4 * 30, 1)
-
-    def forward(self, x):
-        return self.dense(x.flatten(1))
-
-
-class NoRule(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv1d(4, 3, 3)
-        self.out = nn.Linear(3, 1)
-
-    def forward(self, x):
-        return self.out(torch.erf(self.conv(x)).mean(dim=-1))
 
 
 def _fasta(path: Path, records) -> Path:

@@ -26,6 +26,7 @@ from dnalift.references import dinucleotide_shuffle
 
 sys.path.insert(0, str(Path(__file__).parent))
 import toy_models  # noqa: E402
+from toy_models import FixedLength, NoRule  # noqa: E402
 
 L = 24
 N = 12
@@ -48,29 +49,6 @@ class NamedTiny(Tiny):
     """Tiny with named outputs."""
 
     output_names = ("enhancer", "promoter")
-
-
-class FixedLength(nn.Module):
-    """Flatten (n, 4, 30) -> Linear: takes sequences of exactly 30 bases."""
-
-    def __init__(self):
-        super().__init__()
-        self.dense = nn.Linear(4 * 30, 1)
-
-    def forward(self, x):
-        return self.dense(x.flatten(1))
-
-
-class NoRule(nn.Module):
-    """Uses erf, which has no DeepLIFT rule."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv1d(4, 3, 3)
-        self.out = nn.Linear(3, 1)
-
-    def forward(self, x):
-        return self.out(torch.erf(self.conv(x)).mean(dim=-1))
 
 
 def _model(cls, seed=0, **kw):

@@ -13,6 +13,7 @@ Each model reads one-hot DNA. They are small so that exporting them takes a frac
 - :class:`TupleOutput`, :class:`DictOutput`: models with several outputs.
 - :class:`FiveChannel`: takes ``(n, 5, length)`` (A, C, G, T, N), which is no one-hot layout dnalift passes.
 - :class:`MarkerModule`: a module whose unpickling creates a marker file (proves a file was not unpickled).
+- :class:`FixedLength`: flatten -> dense, takes exactly 30 bases; :class:`NoRule`: uses ``erf`` (no rule).
 """
 
 from __future__ import annotations
@@ -271,3 +272,29 @@ class EnabledAutocast(DisabledAutocast):
 
 
 __all__ += ["CroppedProfile", "BatchZeros", "WithControl", "DisabledAutocast", "EnabledAutocast"]
+
+
+class FixedLength(nn.Module):
+    """Flatten (n, 4, 30) -> Linear: takes sequences of exactly 30 bases."""
+
+    def __init__(self):
+        super().__init__()
+        self.dense = nn.Linear(4 * 30, 1)
+
+    def forward(self, x):
+        return self.dense(x.flatten(1))
+
+
+class NoRule(nn.Module):
+    """Uses erf, which has no DeepLIFT rule."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(4, 3, 3)
+        self.out = nn.Linear(3, 1)
+
+    def forward(self, x):
+        return self.out(torch.erf(self.conv(x)).mean(dim=-1))
+
+
+__all__ += ["FixedLength", "NoRule"]
