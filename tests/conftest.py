@@ -5,6 +5,7 @@
 - ``device``: every device the machine has (``cpu``, and ``cuda`` where PyTorch sees one), so the tests that take
   it also run on a GPU when there is one.
 - ``float64``: ``torch.float64``, for the tight summation-to-delta checks.
+- ``write_fasta(path, records)``: a FASTA file of ``(name, sequence)`` records, one line each.
 - ``fail_attribute_on_call(monkeypatch, call, exc=KeyboardInterrupt)``: the engine's ``attribute`` raises on its
   ``call``-th call (an interrupted or failing run).
 
@@ -50,6 +51,12 @@ def frozen(module_class, *, seed: int = 0, dtype: torch.dtype = torch.float32, *
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def write_fasta(path: Path, records) -> Path:
+    """Write ``(name, sequence)`` records as a FASTA file (each sequence on one line); returns ``path``."""
+    path.write_text("".join(f">{name}\n{seq}\n" for name, seq in records))
+    return path
 
 
 def fail_attribute_on_call(monkeypatch, call: int, exc=KeyboardInterrupt):

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 from click.testing import CliRunner
 
-from conftest import fail_attribute_on_call
+from conftest import fail_attribute_on_call, write_fasta
 from dnalift.cli import cli
 from dnalift.io.store import OutputLock, open_results, partial_path, validate_results
 
@@ -45,11 +45,6 @@ class Tiny(nn.Module):
 
     def forward(self, x):
         return self.out(torch.relu(self.conv(x)).mean(dim=-1))
-
-
-def _fasta(path: Path, records) -> Path:
-    path.write_text("".join(f">{n}\n{s}\n" for n, s in records))
-    return path
 
 
 def _bgzf_block(data: bytes) -> bytes:
@@ -72,7 +67,7 @@ def kit(tmp_path_factory):
     rng = np.random.default_rng(7)
     seqs = ["".join("ACGT"[i] for i in rng.integers(0, 4, L)) for _ in range(N)]
     names = [f"s{i:02d}" for i in range(N)]
-    k = {"dir": d, "seqs": seqs, "names": names, "fasta": _fasta(d / "seqs.fa", zip(names, seqs))}
+    k = {"dir": d, "seqs": seqs, "names": names, "fasta": write_fasta(d / "seqs.fa", zip(names, seqs))}
     torch.manual_seed(0)
     tiny = Tiny().eval()
     batch = torch.export.Dim("batch", min=1)
@@ -86,7 +81,7 @@ def kit(tmp_path_factory):
     (d / "junk.bin").write_bytes(bytes(range(256)) * 4)
     chroms = {"chr1": "".join("ACGT"[i] for i in rng.integers(0, 4, 120)),
               "chr2": "".join("ACGT"[i] for i in rng.integers(0, 4, 80))}
-    k["genome"] = _fasta(d / "genome.fa", chroms.items())
+    k["genome"] = write_fasta(d / "genome.fa", chroms.items())
     (d / "peaks.bed").write_text("chr1\t10\t40\tr1\nchr2\t30\t50\tr2\n")
     k["bed"] = d / "peaks.bed"
     # a scored file, a partial file (interrupted after one chunk of 4 rows), shards of one run
@@ -106,7 +101,7 @@ def kit(tmp_path_factory):
     other.mkdir()
     changed = list(seqs)
     changed[-1] = changed[-1][::-1]
-    _fasta(other / "seqs.fa", zip(names, changed))
+    write_fasta(other / "seqs.fa", zip(names, changed))
     assert invoke("score", k["model"], other / "seqs.fa", "-o", other / "part2.h5", "--n-refs", 2,
                   "--shard", "2-of-2").exit_code == 0
     k["other_part2"] = other / "part2.h5"
@@ -464,7 +459,7 @@ def test_disk_full_on_a_real_small_tmpfs(kit, tmp_path):
         pytest.skip(reason)
     try:
         rng = np.random.default_rng(0)
-        fasta = _fasta(tmp_path / "many.fa", ((f"q{i}", "".join("ACGT"[j] for j in rng.integers(0, 4, L)))
+        fasta = write_fasta(tmp_path / "many.fa", ((f"q{i}", "".join("ACGT"[j] for j in rng.integers(0, 4, L)))
                                              for i in range(3000)))
         (mount / "ballast").write_bytes(b"\0" * (1 << 20))
         args = ["score", kit["model"], fasta, "-o", mount / "o.h5", "--n-refs", 1, "--chunk-size", 256]

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 from click.testing import CliRunner
 
-from conftest import fail_attribute_on_call
+from conftest import fail_attribute_on_call, write_fasta
 from dnalift.cli import cli
 from dnalift.encoding import one_hot_encode, reverse_complement_sequence
 from dnalift.io.store import open_results, partial_path, validate_results
@@ -58,11 +58,6 @@ def _model(cls, seed=0, **kw):
         for p in m.parameters():
             p.mul_(3.0)
     return m
-
-
-def write_fasta(path: Path, records) -> Path:
-    path.write_text("".join(f">{name}\n{seq}\n" for name, seq in records))
-    return path
 
 
 @pytest.fixture(scope="module")
