@@ -237,11 +237,7 @@ class Composite(Kind):
             else:  # a constant operand
                 x, d = arg, (torch.zeros_like(arg) if deltas is not None else None)
             values.append(Value(x, arg, d))
-        ordered = self._ordered(values, rest)
-        return self.chain(ch, *ordered, **kwargs)
-
-    def _ordered(self, values, rest):
-        return values + rest
+        return self.chain(ch, *values, *rest, **kwargs)
 
     def reference(self, step, args, kwargs, ctx):
         return self._run(step, args, kwargs, ctx, None).ref
