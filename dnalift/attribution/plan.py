@@ -159,10 +159,6 @@ class Plan:
     notes: list = dataclasses.field(default_factory=list)
     _cast_cache: dict = dataclasses.field(default_factory=dict)
 
-    @property
-    def output_nodes(self) -> list:
-        return [o.node for o in self.outputs]
-
     def constants_on(self, device: torch.device, dtype: torch.dtype) -> dict:
         """The constant values moved to a device, floating ones cast to ``dtype`` (cached)."""
         key = (str(device), dtype)
