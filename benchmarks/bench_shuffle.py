@@ -43,7 +43,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from dnalift.references import dinucleotide_shuffle
+    from dnalift.references.make import dinucleotide_shuffle
 
     rng = np.random.default_rng(0)
     codes = rng.integers(0, 4, size=(args.sequences, args.length))

@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from dnalift.config import NPolicy, parse_choice
+from dnalift.options import NPolicy, parse_choice
 from dnalift.errors import SequenceError
 
 __all__ = [
@@ -47,21 +47,21 @@ ALPHABET = "ACGT"
 """Channel order of every one-hot array in dnalift."""
 
 N_POLICIES = NPolicy.values()
-"""Accepted values of ``n_policy`` (the :class:`~dnalift.config.NPolicy` choices)."""
+"""Accepted values of ``n_policy`` (the :class:`~dnalift.options.NPolicy` choices)."""
 
 IUPAC_AMBIGUOUS = "NRYSWKMBDHVU"
 """Nucleotide letters that are not A, C, G or T (``U`` is uracil, not a DNA base)."""
 
 _N_CODE = 4  # code of an IUPAC letter other than ACGT (all-zero column)
-_BAD_CODE = 255  # code of a byte that is no nucleotide letter
+BAD_CODE = 255  # code of a byte that is no nucleotide letter
 
-_LUT = np.full(256, _BAD_CODE, dtype=np.uint8)
+BYTE_TO_CODE = np.full(256, BAD_CODE, dtype=np.uint8)
 for _i, _letter in enumerate(ALPHABET):
-    _LUT[ord(_letter)] = _i
-    _LUT[ord(_letter.lower())] = _i
+    BYTE_TO_CODE[ord(_letter)] = _i
+    BYTE_TO_CODE[ord(_letter.lower())] = _i
 for _letter in IUPAC_AMBIGUOUS:
-    _LUT[ord(_letter)] = _N_CODE
-    _LUT[ord(_letter.lower())] = _N_CODE
+    BYTE_TO_CODE[ord(_letter)] = _N_CODE
+    BYTE_TO_CODE[ord(_letter.lower())] = _N_CODE
 del _i, _letter
 
 _COMPLEMENT = str.maketrans("ACGTRYSWKMBDHVNUacgtryswkmbdhvnu", "TGCAYRSWMKVHDBNAtgcayrswmkvhdbna")
@@ -110,8 +110,8 @@ def _codes(seqs: list[str], names: Sequence[str] | None) -> np.ndarray:
             f"{_seq_label(i, names)} has the non-ASCII character {seqs[i][j]!r} at position {j} (0-based); "
             "sequences may hold only nucleotide letters (ACGT and IUPAC codes)"
         ) from None
-    codes = _LUT[np.frombuffer(raw, dtype=np.uint8)].reshape(len(seqs), length)
-    bad = np.flatnonzero(codes.ravel() == _BAD_CODE)
+    codes = BYTE_TO_CODE[np.frombuffer(raw, dtype=np.uint8)].reshape(len(seqs), length)
+    bad = np.flatnonzero(codes.ravel() == BAD_CODE)
     if bad.size:
         i, j = divmod(int(bad[0]), length)
         raise SequenceError(
@@ -141,7 +141,7 @@ def non_acgt_mask(seqs: str | Sequence[str]) -> np.ndarray:
     mask = np.zeros(len(seqs), dtype=bool)
     for i, s in enumerate(seqs):  # one vectorised pass per sequence, no loop over bases
         raw = np.frombuffer(s.encode("ascii", errors="replace"), dtype=np.uint8)
-        mask[i] = bool((_LUT[raw] > 3).any())
+        mask[i] = bool((BYTE_TO_CODE[raw] > 3).any())
     return mask
 
 
@@ -350,7 +350,7 @@ def reverse_complement_sequence(seq: str) -> str:
         ``seq`` has a character that is not a nucleotide letter.
     """
     raw = np.frombuffer(seq.encode("ascii", errors="replace"), dtype=np.uint8)
-    bad = np.flatnonzero(_LUT[raw] == _BAD_CODE)
+    bad = np.flatnonzero(BYTE_TO_CODE[raw] == BAD_CODE)
     if bad.size:
         j = int(bad[0])
         raise SequenceError(

@@ -193,3 +193,10 @@ class DiskFullError(OutputWriteError):
 
 class ConservationWarning(UserWarning):
     """Summation-to-delta is broken beyond the tolerance for some sequences."""
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (at most 300 characters)."""
+    text = str(e).strip()
+    line = text.splitlines()[0] if text else type(e).__name__
+    return line[:300]

@@ -47,8 +47,8 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 from dnalift.attribution.engine import attribute  # noqa: E402
 from dnalift.encoding import one_hot_encode  # noqa: E402
 from dnalift.models import load_model  # noqa: E402
-from dnalift.normalize import normalize_first_layer  # noqa: E402
-from dnalift.references import dinucleotide_shuffle, expected_frequency_references  # noqa: E402
+from dnalift.normalize.weights import normalize_first_layer  # noqa: E402
+from dnalift.references.make import dinucleotide_shuffle, expected_frequency_references  # noqa: E402
 
 MOTIFS = ("GATA1", "TAL1")
 #: the fixed letters of each motif (the paper's 'GATA' and 'CAGATG'); the rest of a site is a degenerate flank

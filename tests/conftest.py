@@ -9,7 +9,8 @@
 - ``fail_attribute_on_call(monkeypatch, call, exc=KeyboardInterrupt)``: the engine's ``attribute`` raises on its
   ``call``-th call (an interrupted or failing run).
 
-Helpers are also importable (``from conftest import random_one_hot``): pytest puts this folder on ``sys.path``.
+Helpers are also importable (``from conftest import random_one_hot``): this folder and its stage folders
+(``tests/models/`` ... mirroring the package) are on ``sys.path``.
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ import pytest
 import torch
 
 TESTS = Path(__file__).parent
-if str(TESTS) not in sys.path:  # toy_models and the reference implementation import as top-level modules
-    sys.path.insert(0, str(TESTS))
+# toy_models, the reference implementation and a few models shared between test modules (test_bpnet_files,
+# test_rules_inside, test_workflow) import as top-level modules, from whichever stage folder holds them
+for folder in [TESTS, *sorted(d for d in TESTS.iterdir() if d.is_dir() and not d.name.startswith((".", "_")))]:
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

@@ -1,5 +1,5 @@
-"""The shape of the code (issue 13): no library module over 500 lines, no function over 100, and no import
-cycle between the package's modules (the CLI group importing its commands aside)."""
+"""The shape of the code: no library module over 500 lines, no function over 100, the package laid out by stage
+with every import (module-level and inside functions) pointing down the stages, and no import cycle."""
 
 from __future__ import annotations
 
@@ -7,6 +7,13 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "dnalift"
+
+#: the loose modules at the top of the package: the public API and the leaf vocabulary every stage uses
+TOP_LEVEL = {"__init__", "errors", "options", "encoding", "graph", "plotting"}
+
+#: each stage's rank: a module imports only from its own stage or from stages of a lower rank
+STAGE_RANK = {"errors": 0, "graph": 0, "options": 1, "encoding": 2, "plotting": 3, "models": 3, "io": 3,
+              "attribution": 4, "references": 4, "normalize": 5, "pipeline": 6, "cli": 7}
 
 
 def _modules():
@@ -34,10 +41,10 @@ def test_no_function_over_100_lines():
 
 
 def _imports(path: Path, modules: set) -> set:
-    """Modules of the package imported at module level (imports inside functions are lazy: not counted)."""
+    """Modules of the package that ``path`` imports, at module level or inside functions (lazy imports count)."""
     found = set()
     package = _name(path) if path.name == "__init__.py" else _name(path).rsplit(".", 1)[0]
-    for node in ast.parse(path.read_text()).body:
+    for node in ast.walk(ast.parse(path.read_text())):
         names = []
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
@@ -57,8 +64,7 @@ def _imports(path: Path, modules: set) -> set:
 def test_no_import_cycles():
     paths = {_name(p): p for p in _modules()}
     graph = {name: _imports(path, set(paths)) for name, path in paths.items()}
-    # the CLI group imports its commands at the end, by design; a package imports its own submodules
-    graph["dnalift.cli"] = set()
+    # a package imports its own submodules (its public names)
     for name in graph:
         graph[name] = {m for m in graph[name] if not m.startswith(name + ".")}
     cycles = []
@@ -77,3 +83,24 @@ def test_no_import_cycles():
         if name not in state:
             visit(name, [name])
     assert not cycles
+
+
+def _stage(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "dnalift"
+
+
+def test_stages_point_one_way():
+    """cli -> pipeline -> normalize -> attribution, references -> models, io -> the leaf vocabulary."""
+    paths = {_name(p): p for p in _modules()}
+    assert {_stage(m) for m in paths} - {"dnalift"} <= set(STAGE_RANK), "a new stage needs its rank in STAGE_RANK"
+    # the package itself (the public API, lazy) names every stage; a stage may read dnalift.__version__
+    upward = [f"{m} imports {d}" for m, p in paths.items() if m != "dnalift" for d in _imports(p, set(paths))
+              if d != "dnalift" and _stage(d) != _stage(m) and STAGE_RANK[_stage(d)] >= STAGE_RANK[_stage(m)]]
+    assert not upward
+
+
+def test_the_top_of_the_package_is_the_stages():
+    loose = {p.stem for p in PACKAGE.glob("*.py")}
+    assert loose <= TOP_LEVEL, f"loose modules beyond the public API and the leaf vocabulary: {loose - TOP_LEVEL}"
+    assert len(loose) <= 6

@@ -116,6 +116,6 @@ def test_plot_result_windows(result):
 
 
 def test_io_modules_do_not_import_matplotlib():
-    code = ("import sys, dnalift.io.store, dnalift.io.export, dnalift.plotting; "
+    code = ("import sys, dnalift.io.store, dnalift.io.modisco, dnalift.io.bigwig, dnalift.plotting; "
             "sys.exit(int(any(m.startswith(('matplotlib', 'logomaker')) for m in sys.modules)))")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

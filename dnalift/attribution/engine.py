@@ -32,7 +32,7 @@ from dnalift.attribution.pairing import Pairing
 from dnalift.attribution.plan import Plan, compile_plan, describe as describe_plan, program_outputs
 from dnalift.attribution.runner import Runner
 from dnalift.attribution.targets import Target, output_table, resolve_targets
-from dnalift.config import ControlInputs, MaxRule, Mode
+from dnalift.options import ControlInputs, MaxRule, Mode
 from dnalift.errors import ConservationWarning, ModelInputError, ReferenceInputError
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def program_of(model, example_shape: tuple):
     if isinstance(model, torch.export.ExportedProgram):
         return model, "NCL", None
     if isinstance(model, torch.nn.Module):
-        from dnalift.export import program_for_module
+        from dnalift.models.export import program_for_module
 
         model = program_for_module(model, tuple(example_shape) or None)  # exported once per module
     program = getattr(model, "program", None)

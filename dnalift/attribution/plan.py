@@ -18,13 +18,14 @@ import torch.fx
 import torch.utils._pytree as pytree
 
 from dnalift.attribution import modes
-from dnalift.attribution.kinds.base import Kind, functional, iter_nodes, op_name
+from dnalift.attribution.kinds.base import Kind, functional, iter_nodes
+from dnalift.graph import op_name
 from dnalift.attribution.kinds.bookkeeping import Gradient, NoValue, Refused
 from dnalift.attribution.registry import Role, rule_for
-from dnalift.config import MaxRule, Mode
+from dnalift.options import MaxRule, Mode
 from dnalift.errors import ModelInputError, UnsupportedOp, UnsupportedOpError
-from dnalift.export_inputs import key_name
-from dnalift.export_passes import source_line as source_of
+from dnalift.graph import key_name
+from dnalift.graph import source_line as source_of
 
 _GRADIENT = Gradient()
 

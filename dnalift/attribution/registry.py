@@ -9,7 +9,7 @@ on the input is looked up here by its ATen name (``relu`` for ``aten.relu_.defau
 * its **genomics role** (:class:`Role`): the "genomics" mode gives RevealCancel to nonlinearities fed by dense
   layers and Rescale to those fed by convolutions, looking back through ops with role ``PASS``;
 * whether it only **moves values** (copies, selects, reorders entries or returns its input): first-layer weight
-  normalisation (:mod:`dnalift.normalize`) follows the one-hot input through these ops;
+  normalisation (:mod:`dnalift.normalize.weights`) follows the one-hot input through these ops;
 * whether its value depends only on its input's **shape** (``zeros_like``): it is recomputed per batch with no
   difference from reference.
 

@@ -1,7 +1,7 @@
 """The ``dnalift`` command line: ``score``, ``logo``, ``export``, ``merge``, ``info``, ``inspect``.
 
 Each subcommand is a thin Click command in its own module over library functions
-(:mod:`dnalift.pipeline`, :mod:`dnalift.io.store`, :mod:`dnalift.io.export`, :mod:`dnalift.plotting`).
+(:mod:`dnalift.pipeline`, :mod:`dnalift.io.store`, :mod:`dnalift.io.modisco`, :mod:`dnalift.io.bigwig`, :mod:`dnalift.plotting`).
 Failures print one line, ``Error: <message>``, and exit with 2 for usage mistakes and 1 for data problems
 (:mod:`dnalift.cli._errors`); there is no traceback unless ``-v`` is given.
 """

@@ -56,7 +56,6 @@ def export(result, fmt, output, window, genome, force, verbose, quiet):
     if fmt == "bigwig" and window is not None:
         raise click.UsageError("--window is for --format modisco")
 
-    from dnalift.io import export as ex
     from dnalift.io.store import open_results
 
     if fmt == "modisco":
@@ -65,7 +64,9 @@ def export(result, fmt, output, window, genome, force, verbose, quiet):
         if window is not None and window > length:
             raise click.BadParameter(f"{window} is longer than the sequences ({length} bp)",
                                      param_hint="'--window'")
-        done = ex.export_modisco(result, output, window=window, force=force)
+        from dnalift.io.modisco import write_modisco_npz
+
+        done = write_modisco_npz(result, output, window=window, force=force)
         w = window or length
         if not quiet:
             click.echo(f"wrote {done.hypothetical} and {done.one_hot} ({n} sequences x 4 x {w})")
@@ -87,7 +88,9 @@ def export(result, fmt, output, window, genome, force, verbose, quiet):
         genome = Path(recorded)
         log.info("chromosome sizes from %s (recorded in %s)", genome, result)
     out = Path(output)
-    ex.export_bigwig(result, out, genome_fai=genome, force=force)
+    from dnalift.io.bigwig import write_bigwig
+
+    write_bigwig(result, out, genome_fai=genome, force=force)
     if not quiet:
         click.echo(f"wrote {out}")
         click.echo("next, look at it in a genome browser (IGV: File > Load from File), or summarise it:")

@@ -10,7 +10,7 @@ import click
 
 from dnalift.cli import _logging
 from dnalift.cli._errors import verbosity_options
-from dnalift.config import Center, ControlInputs, Layout, MaxRule, Mode, NPolicy, OffGenome, Precision
+from dnalift.options import Center, ControlInputs, Layout, MaxRule, Mode, NPolicy, OffGenome, Precision
 
 log = logging.getLogger("dnalift.cli")
 
@@ -155,7 +155,7 @@ def score(model, seqs, output, regions, genome, width, center, off_genome, refer
         raise click.UsageError("--arch-kwargs needs --arch")
 
     from dnalift import pipeline
-    from dnalift.config import ScoreConfig
+    from dnalift.pipeline.config import ScoreConfig
 
     config = ScoreConfig(
         model=model, fasta=seqs, regions=regions, genome=genome, output=output, width=width, center=center,

@@ -1,7 +1,7 @@
 """Sequences from FASTA files, read lazily with pyfaidx, and the checks that turn a bad FASTA into one line.
 
 :func:`open_fasta` returns a :class:`~dnalift.io.source.SequenceSource`. Regions on a genome are in
-:mod:`dnalift.io.regions` (:func:`open_regions`, also importable from here).
+:mod:`dnalift.io.regions` (:func:`~dnalift.io.regions.open_regions`).
 
 FASTA
     Plain or bgzip-compressed (bgzip needs Biopython, as pyfaidx does; plain gzip cannot be indexed and is
@@ -29,12 +29,12 @@ import tempfile
 
 import numpy as np
 
-from dnalift.config import NPolicy, parse_choice
-from dnalift.encoding import _LUT
+from dnalift.options import NPolicy, parse_choice
+from dnalift.encoding import BYTE_TO_CODE
 from dnalift.errors import CompressionError, FastaFormatError, OptionError, SequenceError
 from dnalift.io.source import SequenceSource, Skipped
 
-__all__ = ["SequenceSource", "Skipped", "open_fasta", "open_regions", "open_indexed_fasta", "sniff",
+__all__ = ["SequenceSource", "Skipped", "open_fasta", "open_indexed_fasta", "sniff",
            "open_text"]
 
 logger = logging.getLogger(__name__)
@@ -231,7 +231,7 @@ def _layout_error(path: str, argument: str, exc: BaseException) -> FastaFormatEr
 def _first_non_acgt(seq: str) -> int:
     """Index of the first letter of ``seq`` that is not A, C, G or T (any case), or -1."""
     raw = np.frombuffer(seq.encode("ascii", errors="replace"), dtype=np.uint8)
-    hit = np.flatnonzero(_LUT[raw] > 3)
+    hit = np.flatnonzero(BYTE_TO_CODE[raw] > 3)
     return int(hit[0]) if hit.size else -1
 
 
@@ -363,11 +363,3 @@ def _apply_n_policy(fasta, path, keys, lengths, width, n_policy):
         raise SequenceError(f"{path}: every sequence has letters other than ACGT, so n_policy='skip' left none; use "
                             "n_policy='zero'", argument="n_policy", path=path)
     return np.flatnonzero(keep), skipped
-
-
-def __getattr__(name):  # open_regions lives in dnalift.io.regions (it imports this module)
-    if name == "open_regions":
-        from dnalift.io.regions import open_regions
-
-        return open_regions
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -77,3 +77,11 @@ class OutputFolders:
             except OSError:
                 pass
         self.made.clear()
+
+
+def check_outputs_free(paths, force: bool) -> None:
+    """:class:`~dnalift.errors.OutputExistsError` for the first of ``paths`` that exists, unless ``force``."""
+    for p in paths:
+        if Path(p).exists() and not force:
+            raise OutputExistsError(f"{p} exists; pass force=True to overwrite it or choose another prefix/output",
+                                    argument="output", path=str(p))

@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from dnalift.config import Center, NPolicy, OffGenome, parse_choice
+from dnalift.options import Center, NPolicy, OffGenome, parse_choice
 from dnalift.encoding import reverse_complement_sequence
 from dnalift.errors import RegionError, SequenceError
 from dnalift.io.fasta import check_width, open_indexed_fasta, open_text, rows_with_acgt_only

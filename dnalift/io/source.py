@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from dnalift.encoding import _BAD_CODE, _LUT, one_hot_encode
+from dnalift.encoding import BAD_CODE, BYTE_TO_CODE, one_hot_encode
 
 __all__ = ["SequenceSource", "Skipped", "SourceScan", "MOSTLY_N"]
 
@@ -150,12 +150,12 @@ class SequenceSource:
         for i in range(len(self)):
             left, letters, right = self._parts(i)
             raw = np.frombuffer(letters.encode("ascii", errors="replace"), dtype=np.uint8)
-            if invalid is None and raw.size and (_LUT[raw] == _BAD_CODE).any():
-                j = int(np.flatnonzero(_LUT[raw] == _BAD_CODE)[0])
+            if invalid is None and raw.size and (BYTE_TO_CODE[raw] == BAD_CODE).any():
+                j = int(np.flatnonzero(BYTE_TO_CODE[raw] == BAD_CODE)[0])
                 invalid = (self.names[i], left + j, letters[j])
             if raw.size and _U[raw].any():
                 with_u.append(self.names[i])
-            if raw.size == 0 or np.count_nonzero(_LUT[raw] > 3) > MOSTLY_N * raw.size:
+            if raw.size == 0 or np.count_nonzero(BYTE_TO_CODE[raw] > 3) > MOSTLY_N * raw.size:
                 mostly_n.append(self.names[i])
             extra = self._identity(i)
             digest.update(f"{self.names[i]}\t{'N' * left}{letters.upper()}{'N' * right}"

@@ -1,7 +1,7 @@
-"""Model files -> the program dnalift runs (:mod:`dnalift.export`).
+"""Model files -> the program dnalift runs (:mod:`dnalift.models.export`).
 
 Formats, detected from the file's content (zip member names, magic bytes), never from its name
-(:mod:`dnalift.models.sniff`), each read by one loader of :data:`~dnalift.models.loaders.LOADERS`:
+(:mod:`dnalift.models.files.sniff`), each read by one loader of :data:`~dnalift.models.files.loaders.LOADERS`:
 
 - ``"pt2"``: a zip archive whose ``archive_format`` member reads ``pt2`` (``torch.export.save``). Loaded
   with ``torch.export.load``; the preferred format. ``torch.export.load`` itself falls back to full
@@ -20,20 +20,29 @@ Formats, detected from the file's content (zip member names, magic bytes), never
   ``arch_kwargs``). Loaded with a strict ``load_state_dict`` and exported.
 - ``"pickle"``: a ``torch.save`` file holding other Python objects (a whole ``nn.Module``): only with
   ``trust=True`` (``torch.load(weights_only=False)``; the classes must be importable), then exported.
-- ``"module"``: :func:`~dnalift.export.from_module` (an in-memory ``nn.Module`` or ``ScriptModule``) or
-  :func:`~dnalift.export.from_program` (an in-memory ``ExportedProgram``).
+- ``"module"``: :func:`~dnalift.models.export.from_module` (an in-memory ``nn.Module`` or ``ScriptModule``) or
+  :func:`~dnalift.models.export.from_program` (an in-memory ``ExportedProgram``).
 
 Anything else (an empty, text, HDF5, ONNX, other zip, or unknown binary file; a missing file) raises
 :class:`~dnalift.errors.ModelFormatError` naming the file and what was found.
 
-Without ``trust=True`` a pickle is never unpickled (:mod:`dnalift.models.pickles`):
+Without ``trust=True`` a pickle is never unpickled (:mod:`dnalift.models.files.pickles`):
 :class:`~dnalift.errors.UntrustedModelError` says how to convert the file. This package is the only place in
 dnalift that calls ``torch.load``.
 """
 
-from dnalift.export import (FORMATS, LoadedModel, check_input, export_module, from_module, from_program,
-                            program_for_module, unlift)
-from dnalift.models.loaders import load_model
+import importlib
+
+_LAZY = {name: "dnalift.models.export" for name in ("LoadedModel", "check_input", "export_module", "from_module",
+                                                     "from_program", "program_for_module", "unlift")}
+_LAZY.update(FORMATS="dnalift.models.loaded", load_model="dnalift.models.files.loaders")
+
+
+def __getattr__(name):  # lazy: importing one stage (dnalift.models.export) does not load the file readers
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'dnalift.models' has no attribute {name!r}")
+
 
 __all__ = ["LoadedModel", "load_model", "from_module", "from_program", "program_for_module", "check_input",
            "export_module", "unlift", "FORMATS"]

@@ -1,7 +1,7 @@
 """The scoring pipeline: sequences + model -> streamed HDF5 result files.
 
 :func:`score` is what ``dnalift score`` (and the Snakemake workflow, through it) runs, for one validated
-:class:`~dnalift.config.ScoreConfig`. It composes the pieces::
+:class:`~dnalift.options.ScoreConfig`. It composes the pieces::
 
     open_fasta / open_regions  ->  chunk of one-hot X (b, 4, L)      (lazy: only names live in memory)
     load_model (+ normalize_first_layer)                              (once)
@@ -44,7 +44,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 
-from dnalift.config import ControlInputs, Layout, ScoreConfig
+from dnalift.options import ControlInputs, Layout
+from dnalift.pipeline.config import ScoreConfig
 from dnalift.errors import DiskFullError, DnaliftError, OutputWriteError
 from dnalift.pipeline.chunks import Overlap, read_chunk, score_chunk
 from dnalift.pipeline.inputs import check_argument_order, check_device, open_inputs, scan
@@ -85,7 +86,7 @@ def score(config: ScoreConfig, *, progress: Callable[[int, int], None] | None = 
     Parameters
     ----------
     config : ScoreConfig
-        Every option of the run, already checked (see :class:`~dnalift.config.ScoreConfig`).
+        Every option of the run, already checked (see :class:`~dnalift.options.ScoreConfig`).
     progress : callable, optional
         ``progress(done, total)`` with the number of rows finished (including resumed ones) and the total;
         called once before scoring and after each engine batch.
@@ -123,7 +124,7 @@ def score(config: ScoreConfig, *, progress: Callable[[int, int], None] | None = 
 def _score_locked(config: ScoreConfig, progress, t0: float) -> ScoreSummary:
     from dnalift.io.outputs import check_not_existing, check_not_input
     from dnalift.io.store import shard_attrs
-    from dnalift.references import make_references
+    from dnalift.references.make import make_references
 
     source, model = open_inputs(config)
     references = None

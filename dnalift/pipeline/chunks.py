@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dnalift.config import ControlInputs
+from dnalift.options import ControlInputs
 from dnalift.errors import ModelInputError
 
 __all__ = ["score_chunk", "read_chunk", "Overlap"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 
-from dnalift.config import Layout, ScoreConfig
+from dnalift.options import Layout
+from dnalift.pipeline.config import ScoreConfig
 from dnalift.errors import OptionError, RegionError, SequenceError
 
 __all__ = ["check_argument_order", "check_device", "open_inputs", "scan"]
@@ -81,7 +82,7 @@ def open_inputs(config: ScoreConfig):
 
         check_input(model, (4, source.length))
         if config.normalize:
-            from dnalift.normalize import normalize_first_layer
+            from dnalift.normalize.weights import normalize_first_layer
 
             model = normalize_first_layer(model)
     except BaseException:

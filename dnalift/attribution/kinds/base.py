@@ -3,36 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import operator
 
 import torch
 
 from dnalift.attribution.pairing import Pairing
 from dnalift.attribution.parts import Split, as_split, sign_weights
-
-
-def op_name(target) -> str:
-    """The ATen packet name of a graph node's target, without the in-place underscore.
-
-    Parameters
-    ----------
-    target : OpOverload or callable
-        ``node.target`` of a ``call_function`` node.
-
-    Returns
-    -------
-    str
-        For example ``"relu"`` for ``aten.relu_.default`` and ``"getitem"`` for ``operator.getitem``.
-    """
-    if target is operator.getitem:
-        return "getitem"
-    packet = getattr(target, "overloadpacket", None)
-    if packet is None:
-        return getattr(target, "__name__", str(target))
-    name = packet.__name__
-    if name.endswith("_") and not name.startswith("_"):
-        name = name[:-1]
-    return name
 
 
 def functional(target):

@@ -24,7 +24,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from dnalift.attribution.kinds.base import Kind, iter_nodes, op_name
+from dnalift.attribution.kinds.base import Kind, iter_nodes
+from dnalift.graph import op_name
 from dnalift.attribution.parts import Split, add_all, map_parts, scale, total
 
 

@@ -65,7 +65,7 @@ from typing import Any, NamedTuple
 import h5py
 import numpy as np
 
-from dnalift.config import parse_shard as _parse_option_shard
+from dnalift.options import parse_shard as _parse_option_shard
 
 __all__ = [
     "FORMAT_VERSION", "AXIS_ORDER", "ALPHABET", "RAW", "HYPOTHETICAL", "PROJECTED", "NAMES", "PREDICTIONS",
@@ -166,7 +166,7 @@ def n_chunks(n: int, chunk_size: int) -> int:
 
 
 def parse_shard(spec) -> tuple[int, int]:
-    """``"i-of-n"`` -> ``(i, n)`` (:func:`dnalift.config.parse_shard`; an OptionError, a ValueError)."""
+    """``"i-of-n"`` -> ``(i, n)`` (:func:`dnalift.options.parse_shard`; an OptionError, a ValueError)."""
     return _parse_option_shard(spec)
 
 

@@ -17,7 +17,7 @@ MODISCO = config["modisco"]
 DNALIFT = config["dnalift"]
 MODISCO_BIN = config["modisco_bin"]
 ENV = "../envs/dnalift.yaml"
-#: the choices of the configuration's options, as the schema lists them (tests/test_workflow.py checks they are
+#: the choices of the configuration's options, as the schema lists them (tests/workflow/test_workflow.py checks they are
 #: those of dnalift/config.py's enums; the Snakefile does not import dnalift, which may live in another environment)
 with open(os.path.join(workflow.basedir, "schemas", "config.schema.yaml")) as _fh:
     _SCHEMA = yaml.safe_load(_fh)

@@ -1,0 +1,1 @@
+"""Model files: sniffing the format, pickle safety, and one loader per format."""

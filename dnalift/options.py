@@ -1,0 +1,152 @@
+"""The choices of every scoring option, each in one enum.
+
+The engine, the pipeline, the command line (``click.Choice(Mode.values())``) and the workflow's config schema
+read their choices from here, so a choice is added or renamed in one place. Each enum is a ``str`` enum: its
+members compare equal to their values (``Mode.RESCALE == "rescale"``), so plain strings keep working in the
+API.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+
+__all__ = ["Choice", "Mode", "MaxRule", "Precision", "NPolicy", "Center", "ReferenceMethod", "Layout",
+           "ControlInputs", "OffGenome", "parse_choice", "parse_shard"]
+
+
+class Choice(str, enum.Enum):
+    """A ``str`` enum with the helpers the option checks need."""
+
+    def __str__(self) -> str:  # the value, for messages and file attributes
+        return self.value
+
+    @classmethod
+    def values(cls) -> tuple[str, ...]:
+        """The choices as strings, in declaration order."""
+        return tuple(member.value for member in cls)
+
+    @classmethod
+    def parse(cls, value, *, argument: str):
+        """The member for ``value`` (a member or its string).
+
+        Parameters
+        ----------
+        value : str or member
+        argument : str
+            The API argument's name, for the message (``"rule"``).
+
+        Raises
+        ------
+        OptionError
+            When ``value`` is none of the choices.
+        """
+        return parse_choice(cls, value, argument=argument)
+
+
+def parse_choice(enum_type, value, *, argument: str):
+    """The member of ``enum_type`` for ``value``; :class:`~dnalift.errors.OptionError` naming the choices."""
+    if isinstance(value, enum_type):
+        return value
+    try:
+        return enum_type(value)
+    except ValueError:
+        from dnalift.errors import OptionError
+
+        raise OptionError(f"{argument} must be one of {', '.join(enum_type.values())}, not {value!r}",
+                          argument=argument, value=value, choices=enum_type.values()) from None
+
+
+class Mode(Choice):
+    """The rule for elementwise nonlinearities (:mod:`dnalift.attribution.modes`)."""
+
+    RESCALE = "rescale"
+    REVEALCANCEL = "revealcancel"
+    GENOMICS = "genomics"
+
+
+class MaxRule(Choice):
+    """The max-pooling rule: ``exact`` sums to delta; ``gradient`` is the original code's."""
+
+    EXACT = "exact"
+    GRADIENT = "gradient"
+
+
+class Precision(Choice):
+    """The floating-point type the engine computes in."""
+
+    FLOAT32 = "float32"
+    FLOAT64 = "float64"
+
+
+class NPolicy(Choice):
+    """What to do with N and other IUPAC letters: an all-zero column, leave the sequence out, or stop."""
+
+    ZERO = "zero"
+    SKIP = "skip"
+    ERROR = "error"
+
+
+class Center(Choice):
+    """Where a window around a BED region is centred: its middle, or its narrowPeak summit."""
+
+    MID = "mid"
+    SUMMIT = "summit"
+
+
+class ReferenceMethod(Choice):
+    """Built-in references (a FASTA of references is the other choice)."""
+
+    DINUC = "dinuc"
+    GC = "gc"
+    UNIFORM = "uniform"
+    ZEROS = "zeros"
+
+
+class Layout(Choice):
+    """The model's input layout: channels first (n, 4, length) or channels last (n, length, 4)."""
+
+    AUTO = "auto"
+    NCL = "ncl"
+    NLC = "nlc"
+
+
+class ControlInputs(Choice):
+    """What a model input beyond the sequence (a control track such as bpnet-lite's ``X_ctl``) is given."""
+
+    ZEROS = "zeros"
+    REFUSE = "refuse"
+
+
+class OffGenome(Choice):
+    """A BED region whose window is not on the genome (it runs off its chromosome, or its chromosome is not in
+    the genome FASTA): leave it out (counted, with a warning) or stop."""
+
+    SKIP = "skip"
+    ERROR = "error"
+
+
+def _option_error(message: str, argument: str, **details):
+    from dnalift.errors import OptionError
+
+    return OptionError(message, argument=argument, **details)
+
+
+def parse_shard(spec) -> tuple[int, int]:
+    """``"i-of-n"`` -> ``(i, n)`` with ``1 <= i <= n``.
+
+    Raises
+    ------
+    OptionError
+        (a ValueError, ``argument="shard"``) when ``spec`` is not of that form.
+    """
+    m = re.fullmatch(r"\s*(\d+)\s*-of-\s*(\d+)\s*", str(spec), flags=re.IGNORECASE)
+    if not m:
+        raise _option_error(f"shard={spec!r} is not of the form i-of-n (e.g. 2-of-8: the second of 8 shards)",
+                            "shard", value=spec)
+    i, n = int(m.group(1)), int(m.group(2))
+    if n < 1 or not 1 <= i <= n:
+        k = max(n, 1)
+        raise _option_error(f"shard={spec!r}: i must be between 1 and n (1-of-{k} ... {k}-of-{k})", "shard",
+                            value=spec)
+    return i, n
