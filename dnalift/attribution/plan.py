@@ -328,8 +328,8 @@ def _outputs(program, g: _Graph, steps: list) -> tuple[list, list]:
             continue  # constants and None outputs cannot be targets
         softmax_dim, node = None, leaf
         producer = producers.get(leaf.name)
-        if producer is not None and producer.name in ("softmax", "_softmax", "log_softmax", "_log_softmax") \
-                and len(leaf.users) == 1:
+        entry = rule_for(producer.name) if producer is not None else None
+        if entry is not None and entry.softmax_head and len(leaf.users) == 1:
             softmax_dim = producer.args[1] if len(producer.args) > 1 else producer.kwargs.get("dim", -1)
             node = producer.args[0]
             drop.append(producer)

@@ -29,12 +29,12 @@ from dnalift.attribution.kinds.base import Kind, iter_nodes
 from dnalift.attribution.kinds.bookkeeping import Meta, NoValue, Refused
 from dnalift.attribution.kinds.linear import (ADDMM, CONV, CONVOLUTION, LINEAR, MATMUL, Additive, BatchNorm,
                                               Concat, Dropout, Identity, Scale, Structural, Weighted, Where)
-from dnalift.attribution.kinds.max import Max
+from dnalift.attribution.kinds.max import Max, Pooling, Window
 from dnalift.attribution.kinds.nonlinear import Nonlinear
 from dnalift.attribution.kinds.product import Bilinear, Product
 from dnalift.attribution.kinds.transposed_conv import TRANSPOSED_CONV
 
-__all__ = ["Role", "OpRule", "REGISTRY", "register_rule", "rule_for", "moves_values"]
+__all__ = ["Role", "WeightLayout", "WeightArgs", "OpRule", "REGISTRY", "register_rule", "rule_for", "moves_values"]
 
 
 class Role(enum.Enum):
@@ -44,6 +44,27 @@ class Role(enum.Enum):
     CONV = "conv"      # a convolution: nonlinearities it feeds get Rescale
     PASS = "pass"      # bias, scaling, normalisation, reshaping: looked through
     OTHER = "other"    # anything else: a nonlinearity it feeds gets Rescale
+
+
+class WeightLayout(enum.Enum):
+    """How a weighted op's weight is laid out (for first-layer normalisation)."""
+
+    CONV = "conv"       # (out, in, *kernel), as conv1d/conv2d
+    OUT_IN = "out_in"   # (out, in), as F.linear
+    IN_OUT = "in_out"   # (in, out), as mm, addmm, matmul
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightArgs:
+    """Where a weighted op's activation and weight are, and the weight's layout (for normalisation).
+
+    An op with a weight that normalisation cannot handle (a transposed convolution: ``(in, out, *kernel)``)
+    has none, and normalisation leaves it, saying why.
+    """
+
+    data: str
+    weight: str
+    layout: WeightLayout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +87,16 @@ class OpRule:
         ``select(dependent_positions) -> (Kind, Role)`` for ops whose rule depends on which of their arguments
         depend on the input (``dependent_positions``: indices into ``node.args``; list items count as their
         list's index).
+    weights : WeightArgs, optional
+        A weighted layer's activation and weight arguments (first-layer normalisation).
+    value_args : tuple of str, optional
+        For an op that moves values: the arguments whose values it moves (``cat``'s ``tensors``); the others
+        are read for their shape or dtype only (``type_as``'s ``other``). None: the first argument.
+    pad_value : str, optional
+        A padding's fill-value argument (normalisation follows the input only through padding with 0).
+    softmax_head : bool
+        A softmax or log-softmax: at a model's output, targets are taken on its input logits, normalised as the
+        2016 paper's section 2.5 says.
     """
 
     op: str
@@ -74,6 +105,10 @@ class OpRule:
     moves_values: bool = False
     shape_only: bool = False
     select: Callable | None = None
+    weights: WeightArgs | None = None
+    value_args: tuple[str, ...] | None = None
+    pad_value: str | None = None
+    softmax_head: bool = False
 
     def resolve(self, node, dependent: set) -> tuple[Kind, Role]:
         """The kind and role for one graph node."""
@@ -87,7 +122,9 @@ REGISTRY: dict[str, OpRule] = {}
 
 
 def register_rule(op: str, kind: Kind, *, role: Role = Role.OTHER, moves_values: bool = False,
-                  shape_only: bool = False, select: Callable | None = None, replace: bool = False) -> OpRule:
+                  shape_only: bool = False, select: Callable | None = None, weights: WeightArgs | None = None,
+                  value_args: tuple[str, ...] | None = None, pad_value: str | None = None,
+                  softmax_head: bool = False, replace: bool = False) -> OpRule:
     """Add (or with ``replace=True`` replace) the rule of an ATen op.
 
     Parameters
@@ -96,7 +133,7 @@ def register_rule(op: str, kind: Kind, *, role: Role = Role.OTHER, moves_values:
         The ATen name (``"softsign"``; ``aten.`` prefix, overload and in-place underscore are dropped).
     kind : Kind
         For an elementwise activation ``Nonlinear()``; see :mod:`dnalift.attribution.kinds` for the others.
-    role, moves_values, shape_only, select
+    role, moves_values, shape_only, select, weights, value_args, pad_value, softmax_head
         See :class:`OpRule`.
 
     Returns
@@ -117,7 +154,8 @@ def register_rule(op: str, kind: Kind, *, role: Role = Role.OTHER, moves_values:
                         "passes")
     if name in REGISTRY and not replace:
         raise ValueError(f"aten.{name} already has a rule; pass replace=True to replace it")
-    rule = OpRule(name, kind, role=role, moves_values=moves_values, shape_only=shape_only, select=select)
+    rule = OpRule(name, kind, role=role, moves_values=moves_values, shape_only=shape_only, select=select,
+                  weights=weights, value_args=value_args, pad_value=pad_value, softmax_head=softmax_head)
     REGISTRY[name] = rule
     return rule
 
@@ -151,13 +189,14 @@ _entries("view reshape _unsafe_view permute transpose t unsqueeze squeeze flatte
          _structural, role=Role.PASS, moves_values=True)
 # copies that repeat entries (weight normalisation does not follow them: a unit would see a column twice)
 _entries("expand expand_as expand_copy repeat repeat_interleave upsample_nearest1d", _structural, role=Role.PASS)
-register_rule("constant_pad_nd", Structural(pad_value_arg=2), role=Role.PASS, moves_values=True)
-register_rule("pad", Structural(pad_value_arg=3), role=Role.PASS, moves_values=True)
+register_rule("constant_pad_nd", Structural(pad_value_arg=2), role=Role.PASS, moves_values=True, pad_value="value")
+register_rule("pad", Structural(pad_value_arg=3), role=Role.PASS, moves_values=True, pad_value="value")
 # sums and averages: non-negative coefficients
 _entries("mean sum avg_pool1d avg_pool2d adaptive_avg_pool1d adaptive_avg_pool2d cumsum", _structural,
          role=Role.PASS)
 # ops that return their input's values (casts that change no value, copies, eval-mode dropout)
-_entries("clone alias lift_fresh_copy identity contiguous type_as", _identity, role=Role.PASS, moves_values=True)
+_entries("clone alias lift_fresh_copy identity contiguous", _identity, role=Role.PASS, moves_values=True)
+register_rule("type_as", _identity, role=Role.PASS, moves_values=True, value_args=("self",))
 _entries("dropout feature_dropout alpha_dropout feature_alpha_dropout", Dropout(), role=Role.PASS,
          moves_values=True)
 
@@ -192,18 +231,23 @@ register_rule("div", _scale, role=Role.PASS,
               select=lambda deps: (_scale, Role.PASS) if deps == (0,) else (_quotient, Role.OTHER))
 
 # weighted layers with a constant weight (each term split by its sign in RevealCancel mode)
-_entries("conv1d conv2d", Weighted(CONV), role=Role.CONV)
-_entries("convolution _convolution", Weighted(CONVOLUTION), role=Role.CONV)
-_entries("conv_transpose1d conv_transpose2d", Weighted(TRANSPOSED_CONV), role=Role.CONV)
-register_rule("linear", Weighted(LINEAR), role=Role.DENSE)
-register_rule("addmm", Weighted(ADDMM), role=Role.DENSE)
+_conv_weights = WeightArgs("input", "weight", WeightLayout.CONV)
+_entries("conv1d conv2d", Weighted(CONV), role=Role.CONV, weights=_conv_weights)
+_entries("convolution _convolution", Weighted(CONVOLUTION), role=Role.CONV, weights=_conv_weights)
+_entries("conv_transpose1d conv_transpose2d", Weighted(TRANSPOSED_CONV), role=Role.CONV)  # weight (in, out, k)
+register_rule("linear", Weighted(LINEAR), role=Role.DENSE, weights=WeightArgs("input", "weight", WeightLayout.OUT_IN))
+register_rule("addmm", Weighted(ADDMM), role=Role.DENSE, weights=WeightArgs("mat1", "mat2", WeightLayout.IN_OUT))
 _matmul, _bilinear = Weighted(MATMUL), Bilinear()
-_entries("mm matmul bmm", _matmul, role=Role.DENSE,
-         select=lambda deps: (_bilinear, Role.OTHER) if len(deps) == 2 else (_matmul, Role.DENSE))
+_matmul_select = lambda deps: (_bilinear, Role.OTHER) if len(deps) == 2 else (_matmul, Role.DENSE)  # noqa: E731
+register_rule("mm", _matmul, role=Role.DENSE, select=_matmul_select,
+              weights=WeightArgs("self", "mat2", WeightLayout.IN_OUT))
+register_rule("matmul", _matmul, role=Role.DENSE, select=_matmul_select,
+              weights=WeightArgs("self", "other", WeightLayout.IN_OUT))
+register_rule("bmm", _matmul, role=Role.DENSE, select=_matmul_select)
 register_rule("einsum", Bilinear(einsum=True))
 
 # combining
-_entries("cat concat concatenate stack", Concat(), moves_values=True)
+_entries("cat concat concatenate stack", Concat(), moves_values=True, value_args=("tensors",))
 register_rule("where", Where())
 
 # elementwise nonlinearities: Rescale or RevealCancel
@@ -224,16 +268,20 @@ class _Power(Nonlinear):
 register_rule("pow", _Power())
 
 # max pooling and reductions
-_entries("max_pool1d max_pool2d max_pool1d_with_indices max_pool2d_with_indices adaptive_max_pool1d "
-         "adaptive_max_pool2d amax max", Max())
+for _d in (1, 2):
+    register_rule(f"max_pool{_d}d", Max(Pooling(Window.POOL, _d)))
+    register_rule(f"max_pool{_d}d_with_indices", Max(Pooling(Window.POOL, _d, returns_indices=True)))
+    register_rule(f"adaptive_max_pool{_d}d", Max(Pooling(Window.ADAPTIVE, _d, returns_indices=True)))
+register_rule("amax", Max(Pooling(Window.AMAX)))
+register_rule("max", Max(Pooling(Window.MAX_DIM, returns_indices=True)))
 
 # softmax and normalisation inside the network, attention: exact chains of the rules above
 _entries("softmax _softmax", comp.Composite(lambda ch, z, dim, *_: comp.softmax_chain(ch, z, dim),
                                             label="softmax: exp, sum, 1/s and product rule",
-                                            options=comp.softmax_options))
+                                            options=comp.softmax_options), softmax_head=True)
 _entries("log_softmax _log_softmax", comp.Composite(lambda ch, z, dim, *_: comp.softmax_chain(ch, z, dim, log=True),
                                                     label="log-softmax: exp, sum, log (Rescale)",
-                                                    options=comp.softmax_options))
+                                                    options=comp.softmax_options), softmax_head=True)
 register_rule("layer_norm", comp.Composite(comp.layer_norm_chain,
                                            label="layer norm: centring, variance, rsqrt and product rule"))
 register_rule("rms_norm", comp.Composite(comp.rms_norm_chain, label="RMS norm: mean square, rsqrt and product rule"))
