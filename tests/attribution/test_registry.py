@@ -19,12 +19,9 @@ from dnalift.attribution.kinds.base import Kind
 from dnalift.attribution.kinds.bookkeeping import Refused
 from dnalift.attribution.kinds.nonlinear import Nonlinear
 from dnalift.errors import UnsupportedOpError
+from conftest import export
 
 F64 = torch.float64
-
-
-def export(model, example):
-    return torch.export.export(model.eval(), (example,), dynamic_shapes=({0: torch.export.Dim("b", min=1)},))
 
 
 def test_every_entry_has_both_passes():
