@@ -114,6 +114,20 @@ class Output:
     shape: tuple
     softmax_dim: int | None = None
 
+    def as_target(self, value: torch.Tensor) -> torch.Tensor:
+        """What targets read of this output: its value, or of a softmax output the logits minus their mean over
+        the softmax dimension (2016 paper 2.5). Linear, so it applies to values and to differences alike, under
+        every rule.
+
+        Parameters
+        ----------
+        value : Tensor (rows, *shape)
+            The node's value (the logits where the model ends in a softmax), or a difference of two values.
+        """
+        if self.softmax_dim is None:
+            return value
+        return value - value.mean(dim=self.softmax_dim, keepdim=True)
+
 
 @dataclasses.dataclass
 class Plan:
