@@ -316,7 +316,7 @@ def _warn_deltas(deltas, change, dtype, tolerance, *, names=None, max_rule="exac
     if tolerance is None:
         tolerance = 1e-8 if dtype == torch.float64 else 1e-3
     relative = deltas.abs() / change.abs().clamp(min=1.0)
-    bad = relative > tolerance
+    bad = ~(relative <= tolerance)  # NaN is off too
     if bool(bad.any()):
         worst = torch.argsort(relative.max(dim=1).values, descending=True)[:5].tolist()
         label = (lambda i: names[i]) if names is not None else (lambda i: f"#{i}")

@@ -55,3 +55,12 @@ def test_hint_lists_every_cause_it_knows_and_float64_only_without_one():
     assert "gradient max rule" in both and "float64" not in both
     assert _conservation_hint("gradient", []).startswith("The gradient max rule does not sum to delta")
     assert _conservation_hint("exact", []).startswith("Try float64")
+
+
+def test_nan_deltas_are_warned_about():
+    """A NaN delta (a multiplier 0 · ∞ somewhere) is off by more than any tolerance: it must not pass silently."""
+    from dnalift.attribution.engine import _warn_deltas
+
+    deltas = torch.tensor([[0.0], [float("nan")]], dtype=F64)
+    with pytest.warns(dnalift.ConservationWarning, match=r"for 1 of 2 sequence\(s\); worst: #1 \(nan\)"):
+        _warn_deltas(deltas, torch.ones(2, 1, dtype=F64), F64, None)
