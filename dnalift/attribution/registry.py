@@ -28,7 +28,8 @@ from dnalift.attribution.kinds import composite as comp
 from dnalift.attribution.kinds.base import Kind, iter_nodes
 from dnalift.attribution.kinds.bookkeeping import Meta, NoValue, Refused
 from dnalift.attribution.kinds.linear import (ADDMM, CONV, CONVOLUTION, LINEAR, MATMUL, Additive, BatchNorm,
-                                              Concat, Dropout, Identity, Scale, Structural, Weighted, Where)
+                                              Concat, Dropout, Identity, Scale, ShapedLike, Structural, Weighted,
+                                              Where)
 from dnalift.attribution.kinds.max import Max, Pooling, Window
 from dnalift.attribution.kinds.nonlinear import Nonlinear
 from dnalift.attribution.kinds.product import Bilinear, Product
@@ -83,6 +84,9 @@ class OpRule:
         The op only copies, selects or reorders entries, or returns its input (for weight normalisation).
     shape_only : bool
         The op's value depends only on its input's shape, never on its values.
+    shape_args : tuple of int
+        Positions of arguments of which the op reads only the shape (``expand_as(a, b)``: ``(1,)``); they do
+        not make the op input-dependent.
     select : callable, optional
         ``select(dependent_positions) -> (Kind, Role)`` for ops whose rule depends on which of their arguments
         depend on the input (``dependent_positions``: indices into ``node.args``; list items count as their
@@ -105,6 +109,7 @@ class OpRule:
     moves_values: bool = False
     shape_only: bool = False
     select: Callable | None = None
+    shape_args: tuple = ()
     weights: WeightArgs | None = None
     value_args: tuple[str, ...] | None = None
     pad_value: str | None = None
@@ -122,9 +127,9 @@ REGISTRY: dict[str, OpRule] = {}
 
 
 def register_rule(op: str, kind: Kind, *, role: Role = Role.OTHER, moves_values: bool = False,
-                  shape_only: bool = False, select: Callable | None = None, weights: WeightArgs | None = None,
-                  value_args: tuple[str, ...] | None = None, pad_value: str | None = None,
-                  softmax_head: bool = False, replace: bool = False) -> OpRule:
+                  shape_only: bool = False, select: Callable | None = None, shape_args: tuple = (),
+                  weights: WeightArgs | None = None, value_args: tuple[str, ...] | None = None,
+                  pad_value: str | None = None, softmax_head: bool = False, replace: bool = False) -> OpRule:
     """Add (or with ``replace=True`` replace) the rule of an ATen op.
 
     Parameters
@@ -133,7 +138,7 @@ def register_rule(op: str, kind: Kind, *, role: Role = Role.OTHER, moves_values:
         The ATen name (``"softsign"``; ``aten.`` prefix, overload and in-place underscore are dropped).
     kind : Kind
         For an elementwise activation ``Nonlinear()``; see :mod:`dnalift.attribution.kinds` for the others.
-    role, moves_values, shape_only, select, weights, value_args, pad_value, softmax_head
+    role, moves_values, shape_only, select, shape_args, weights, value_args, pad_value, softmax_head
         See :class:`OpRule`.
 
     Returns
@@ -155,7 +160,8 @@ def register_rule(op: str, kind: Kind, *, role: Role = Role.OTHER, moves_values:
     if name in REGISTRY and not replace:
         raise ValueError(f"aten.{name} already has a rule; pass replace=True to replace it")
     rule = OpRule(name, kind, role=role, moves_values=moves_values, shape_only=shape_only, select=select,
-                  weights=weights, value_args=value_args, pad_value=pad_value, softmax_head=softmax_head)
+                  shape_args=tuple(shape_args), weights=weights, value_args=value_args, pad_value=pad_value,
+                  softmax_head=softmax_head)
     REGISTRY[name] = rule
     return rule
 
@@ -184,11 +190,21 @@ _identity = Identity()
 # views, selections, reorderings and padding: non-negative coefficients that only move values
 _entries("view reshape _unsafe_view permute transpose t unsqueeze squeeze flatten unflatten slice select narrow "
          "flip roll index index_select split split_with_sizes chunk unbind movedim swapaxes swapdims tensor_split "
-         "view_as reshape_as reflection_pad1d reflection_pad2d replication_pad1d replication_pad2d _pad_circular "
+         "reflection_pad1d reflection_pad2d replication_pad1d replication_pad2d _pad_circular "
          "view_copy permute_copy unsqueeze_copy squeeze_copy slice_copy select_copy transpose_copy t_copy",
          _structural, role=Role.PASS, moves_values=True)
 # copies that repeat entries (weight normalisation does not follow them: a unit would see a column twice)
-_entries("expand expand_as expand_copy repeat repeat_interleave upsample_nearest1d", _structural, role=Role.PASS)
+_entries("expand expand_copy repeat repeat_interleave", _structural, role=Role.PASS)
+# the same with the shape of a second tensor, which may depend on the input (F.normalize's expand_as)
+_entries("view_as reshape_as", ShapedLike(), role=Role.PASS, moves_values=True, shape_args=(1,))
+register_rule("expand_as", ShapedLike(), role=Role.PASS, shape_args=(1,))
+# upsampling: nearest repeats entries, linear interpolation averages two (four, eight) neighbours with weights
+# in [0, 1] that sum to 1: linear with non-negative coefficients, so the gradient is the exact rule
+_entries("upsample_nearest1d upsample_nearest2d upsample_nearest3d _upsample_nearest_exact1d "
+         "_upsample_nearest_exact2d _upsample_nearest_exact3d", Structural(label="upsampling (gradient)"),
+         role=Role.PASS)
+_entries("upsample_linear1d upsample_bilinear2d upsample_trilinear3d",
+         Structural(label="linear interpolation (gradient)"), role=Role.PASS)
 register_rule("constant_pad_nd", Structural(pad_value_arg=2), role=Role.PASS, moves_values=True, pad_value="value")
 register_rule("pad", Structural(pad_value_arg=3), role=Role.PASS, moves_values=True, pad_value="value")
 # sums and averages: non-negative coefficients
@@ -287,6 +303,10 @@ register_rule("layer_norm", comp.Composite(comp.layer_norm_chain,
 register_rule("rms_norm", comp.Composite(comp.rms_norm_chain, label="RMS norm: mean square, rsqrt and product rule"))
 register_rule("group_norm", comp.Composite(comp.group_norm_chain,
                                            label="group norm: layer norm per group and product rule"))
+
+_entries("linalg_vector_norm linalg_norm norm",
+         comp.Composite(comp.norm_chain, options=comp.norm_options,
+                        label="p-norm: |x|^p (square), sum, root (exact secant)"))
 
 
 def _attention_options(node) -> str | None:
