@@ -41,7 +41,8 @@ def export(result, fmt, output, window, genome, force, verbose, quiet):
              sequences, for `modisco motifs -s PREFIX.ohe.npz -a PREFIX.hyp.npz` (TF-MoDISco lite also
              reads OUT.h5 directly: `modisco motifs -i OUT.h5`).
     bigwig:  per-base contribution (of the observed base) on genome coordinates, for files scored from
-             --regions; overlapping windows are averaged.
+             --regions; overlapping windows are averaged. A `dnalift variants` file gives two tracks,
+             OUT.ref.bw and OUT.alt.bw (the reference and alternative alleles' rows on the genome).
 
     A file whose run did not finish (a .partial.h5) is refused: finish it with `dnalift score ... --resume`.
 
@@ -76,8 +77,8 @@ def export(result, fmt, output, window, genome, force, verbose, quiet):
 
     with open_results(result) as r:
         recorded = r.attrs.get("genome")
-        has_regions = r.has_regions
-    if not has_regions:
+        has_regions, has_variants = r.has_regions, r.has_variants
+    if not has_regions and not has_variants:
         from dnalift.errors import StoreError
 
         raise StoreError(f"{result} has no genome regions (it was scored from a FASTA); bigWig export needs a "
@@ -88,10 +89,15 @@ def export(result, fmt, output, window, genome, force, verbose, quiet):
         genome = Path(recorded)
         log.info("chromosome sizes from %s (recorded in %s)", genome, result)
     out = Path(output)
-    from dnalift.io.bigwig import write_bigwig
+    from dnalift.io.bigwig import read_chrom_sizes, write_bigwig
 
-    write_bigwig(result, out, genome_fai=genome, force=force)
+    if has_variants:
+        from dnalift.io.variant_bigwig import write_variant_bigwigs
+
+        written = write_variant_bigwigs(result, out, chrom_sizes=read_chrom_sizes(genome), force=force)
+    else:
+        written = [write_bigwig(result, out, genome_fai=genome, force=force)]
     if not quiet:
-        click.echo(f"wrote {out}")
+        click.echo(f"wrote {', '.join(str(p) for p in written)}")
         click.echo("next, look at it in a genome browser (IGV: File > Load from File), or summarise it:")
-        click.echo(f"  bigWigInfo {out}")
+        click.echo(f"  bigWigInfo {written[0]}")
