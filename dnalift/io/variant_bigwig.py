@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dnalift.errors import DnaliftError, OutputExistsError, StoreError
+from dnalift.errors import DnaliftError, StoreError
 
 __all__ = ["write_variant_bigwigs", "variant_track_paths", "alt_on_reference_window"]
 
@@ -65,13 +65,11 @@ def write_variant_bigwigs(path, output, *, chrom_sizes: dict, force: bool = Fals
     (Path, Path)
     """
     from dnalift.io.bigwig import sweep_tracks
+    from dnalift.io.outputs import check_outputs_free
     from dnalift.io.store import open_results
 
     paths = variant_track_paths(output)
-    for p in paths:
-        if p.exists() and not force:
-            raise OutputExistsError(f"{p} exists; pass force=True to overwrite it or choose another output",
-                                    argument="output", path=str(p))
+    check_outputs_free(paths, force)
     try:
         import pyBigWig  # noqa: F401
     except ImportError:

@@ -101,12 +101,18 @@ class _VariantSource(SequenceSource):
         self._table = table
         self._keep = keep  # indices into the table of the kept variants
         self.ids = [table.ids[k] for k in keep]
+        self._last = (-1, None)
         super().__init__(path=path, names=_RowNames(self.ids), length=width, skipped=skipped)
 
     def _pair(self, v: int) -> tuple[str, str]:
+        """Both rows of kept variant ``v``, read once for the two rows (the last pair is kept)."""
+        if self._last[0] == v:
+            return self._last[1]
         t, k = self._table, int(self._keep[v])
         start, stop = _span(int(t.pos[k]), t.ref[k], t.alt[k], self.length)
-        return variant_windows(self._fasta[t.chrom[k]][start:stop], t.ref[k], t.alt[k], self.length)
+        pair = variant_windows(self._fasta[t.chrom[k]][start:stop], t.ref[k], t.alt[k], self.length)
+        self._last = (v, pair)
+        return pair
 
     def _parts(self, i: int) -> tuple[int, str, int]:
         return 0, self._pair(i // 2)[i % 2], 0

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dnalift.errors import OutputExistsError, StoreError
+from dnalift.errors import StoreError
 
 __all__ = ["write_variant_table", "TABLE_COLUMNS", "table_path"]
 
@@ -72,14 +72,13 @@ def write_variant_table(result, output=None, *, flank: int = 10, force: bool = F
         The file is not a variants result file.
     OutputExistsError
     """
+    from dnalift.io.outputs import check_outputs_free
     from dnalift.io.store import open_results
 
     output = Path(output) if output is not None else table_path(result)
     if int(flank) < 0:
         raise StoreError(f"flank={flank} must be >= 0", argument="flank")
-    if output.exists() and not force:
-        raise OutputExistsError(f"{output} exists; pass force=True to overwrite it or choose another output",
-                                argument="output", path=str(output))
+    check_outputs_free((output,), force)
     tmp = output.with_name(f".{output.name}.partial")
     with open_results(result) as r:
         if not r.has_variants:

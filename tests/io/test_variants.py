@@ -337,3 +337,38 @@ def test_bigwig_tracks_per_allele(data, model, tmp_path):
     np.testing.assert_allclose(alt.values("chr1", 5, 15), (c[7] + c[9]) / 2, rtol=1e-5, atol=1e-7)
     ref.close()
     alt.close()
+
+
+def test_n_policy_drops_or_refuses_whole_pairs(tmp_path):
+    from dnalift.errors import SequenceError
+
+    genome = tmp_path / "g.fa"
+    genome.write_text(">chr1\nACGTACGTACNTACGTACGTACGTACGTAC\n")  # an N at 0-based 10
+    vcf = write_vcf(tmp_path / "v.vcf", [("chr1", 8, "near_n", "T", "A"), ("chr1", 21, "clean", "A", "T")])
+    source = open_variants(vcf, genome, width=L, n_policy="skip")
+    try:
+        assert source.ids == ["clean"] and len(source) == 2
+        assert [(s.name, s.reason) for s in source.skipped] == [("near_n", "letters other than ACGT")]
+    finally:
+        source.close()
+    with pytest.raises(SequenceError, match=r"the ref window of variant 'near_n' has 'N' at position 8"):
+        open_variants(vcf, genome, width=L, n_policy="error")
+
+
+def test_an_interrupted_run_resumes_to_the_same_file(data, model, tmp_path, monkeypatch):
+    from conftest import fail_attribute_on_call
+    from dnalift.io.store import open_results, partial_path
+
+    whole = tmp_path / "whole.h5"
+    _score(model, data.vcf, data.genome, whole, chunk_size=4)
+    out = tmp_path / "v.h5"
+    restore = fail_attribute_on_call(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        _score(model, data.vcf, data.genome, out, chunk_size=4)
+    assert partial_path(out).exists() and not out.exists()
+    restore()
+    summary = _score(model, data.vcf, data.genome, out, chunk_size=4, resume=True)
+    assert summary.n_resumed == 4 and summary.n_scored == 2 * len(data.expected) - 4
+    with open_results(whole) as a, open_results(out) as b:
+        for name in ("shap/seq", "predictions", "reference_predictions", "variant_ids", "alleles"):
+            np.testing.assert_array_equal(a.file[name][...], b.file[name][...], err_msg=name)
