@@ -1,4 +1,4 @@
-"""The ``dnalift`` command line: ``score``, ``logo``, ``export``, ``merge``, ``info``, ``inspect``.
+"""The ``dnalift`` command line: ``score``, ``variants``, ``logo``, ``export``, ``merge``, ``info``, ``inspect``.
 
 Each subcommand is a thin Click command in its own module over library functions
 (:mod:`dnalift.pipeline`, :mod:`dnalift.io.store`, :mod:`dnalift.io.modisco`, :mod:`dnalift.io.bigwig`, :mod:`dnalift.plotting`).

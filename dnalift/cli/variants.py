@@ -10,6 +10,7 @@ import click
 from dnalift.cli import _logging
 from dnalift.cli._errors import verbosity_options
 from dnalift.cli._scoring import config_options, run_scoring, scoring_options
+from dnalift.io.variant_table import DEFAULT_FLANK
 from dnalift.options import OffGenome, PairReferences
 
 log = logging.getLogger("dnalift.cli")
@@ -32,7 +33,7 @@ log = logging.getLogger("dnalift.cli")
               help="shared: both alleles use the references of the reference allele's window (same reference "
                    "prediction, so the summed contributions change as the prediction does); own: each allele "
                    "its own (variant-scorer's choice).")
-@click.option("--table-flank", type=click.IntRange(min=0), default=10, show_default=True, metavar="W",
+@click.option("--table-flank", type=click.IntRange(min=0), default=DEFAULT_FLANK, show_default=True, metavar="W",
               help="The table sums each allele's contributions over the allele and W bases on each side.")
 @scoring_options
 @verbosity_options

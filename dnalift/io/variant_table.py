@@ -22,12 +22,14 @@ import numpy as np
 
 from dnalift.errors import StoreError
 
-__all__ = ["write_variant_table", "TABLE_COLUMNS", "table_path"]
+__all__ = ["write_variant_table", "TABLE_COLUMNS", "table_path", "DEFAULT_FLANK"]
 
 logger = logging.getLogger(__name__)
 
 TABLE_COLUMNS = ("variant_id", "chrom", "pos", "ref", "alt", "prediction_ref", "prediction_alt", "delta_prediction",
                  "contribution_ref", "contribution_alt", "delta_contribution")
+#: bases on each side of the allele summed into ``contribution_*`` unless told otherwise
+DEFAULT_FLANK = 10
 #: rows read at a time (even: whole pairs)
 _BLOCK = 4096
 
@@ -48,7 +50,7 @@ def _window_sums(contrib: np.ndarray, offset: np.ndarray, length: np.ndarray, fl
     return np.where((cols >= lo) & (cols < hi), contrib.astype(np.float64), 0.0).sum(axis=1)
 
 
-def write_variant_table(result, output=None, *, flank: int = 10, force: bool = False) -> Path:
+def write_variant_table(result, output=None, *, flank: int = DEFAULT_FLANK, force: bool = False) -> Path:
     """Write the per-variant table of a variants result file (see the module notes).
 
     Parameters

@@ -191,8 +191,9 @@ def read_variants(path) -> VariantTable:
                                    ("line", line_no)):
                     table[key].append(value)
     if skipped:
+        shown = ", ".join(s.name for s in skipped[:3]) + (" ..." if len(skipped) > 3 else "")
         logger.warning("%s: skipped %d symbolic or breakend ALT alleles (%s); only sequence alleles can be scored",
-                       path, len(skipped), ", ".join(s.name for s in skipped[:3]) + (" ..." if len(skipped) > 3 else ""))
+                       path, len(skipped), shown)
     if not table["chrom"]:
         raise VariantError(f"{path} has no variant with sequence alleles; give a VCF or a TSV of chrom, pos "
                            f"(1-based), ref, alt, id", argument="variants", path=path)

@@ -70,6 +70,17 @@ def test_variants_command_writes_file_and_table(files, tmp_path):
     assert png.stat().st_size > 1000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     r = run("logo", out, "--variant", "rs9", "-o", tmp_path / "x.png")
     assert r.exit_code == 1 and "has no variant 'rs9'" in r.output
+    # the table again through export (e.g. for merged shards), and one bigWig track per allele
+    r = run("export", out, "--format", "table", "--flank", 3, "-o", tmp_path / "t.tsv")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "t.tsv").read_text().splitlines()[0].startswith("variant_id\tchrom\tpos\tref\talt")
+    r = run("export", out, "--format", "bigwig", "-o", tmp_path / "v.bw")
+    if r.exit_code == 0:  # pyBigWig installed
+        assert (tmp_path / "v.ref.bw").exists() and (tmp_path / "v.alt.bw").exists()
+    else:
+        assert "pyBigWig" in r.output
+    r = run("export", out, "--format", "modisco", "--flank", 3, "-o", tmp_path / "m")
+    assert r.exit_code == 2 and "--flank is for --format table" in r.output
     # a second run refuses to overwrite the table as well as the file
     r = run("variants", files.model, files.vcf, "--genome", files.genome, "--width", L, "-o", out)
     assert r.exit_code == 1 and "exists" in r.output

@@ -77,7 +77,8 @@ from dnalift.options import parse_shard as _parse_option_shard
 __all__ = [
     "FORMAT_VERSION", "AXIS_ORDER", "ALPHABET", "RAW", "HYPOTHETICAL", "PROJECTED", "NAMES", "PREDICTIONS",
     "REFERENCE_PREDICTIONS", "DELTAS", "CHUNKS_COMPLETE", "REGIONS", "REGION_FIELDS", "Dataset", "PER_BASE",
-    "PER_ROW", "REGION_DATASETS", "STRING", "VARIANT_IDS", "ALLELES", "VARIANTS", "VARIANT_FIELDS", "VARIANT_DATASETS", "variant_field", "region_path", "SHARD_ATTRS", "VOLATILE_ATTRS", "STORAGE_ATTRS",
+    "PER_ROW", "REGION_DATASETS", "STRING", "VARIANT_IDS", "ALLELES", "VARIANTS",
+    "VARIANT_DATASETS", "variant_field", "region_path", "SHARD_ATTRS", "VOLATILE_ATTRS", "STORAGE_ATTRS",
     "PROVENANCE_ATTRS", "FINGERPRINT_ATTRS", "COMPRESSIONS", "partial_path", "lock_path", "default_chunk_size",
     "parse_shard", "shard_attrs", "n_chunks", "comparable", "ROW_VALUES",
 ]
@@ -102,7 +103,6 @@ REGION_FIELDS = ("chrom", "start", "end", "strand")
 VARIANT_IDS = "variant_ids"
 ALLELES = "alleles"
 VARIANTS = "variants"
-VARIANT_FIELDS = ("chrom", "pos", "ref", "alt", "offset")
 
 
 class Dataset(NamedTuple):
