@@ -372,3 +372,20 @@ def test_an_interrupted_run_resumes_to_the_same_file(data, model, tmp_path, monk
     with open_results(whole) as a, open_results(out) as b:
         for name in ("shap/seq", "predictions", "reference_predictions", "variant_ids", "alleles"):
             np.testing.assert_array_equal(a.file[name][...], b.file[name][...], err_msg=name)
+
+
+def test_window_formula_odd_width_and_long_alleles():
+    from dnalift.io.variant_source import _span, variant_windows
+
+    g = "0123456789abcdefghij"  # any letters: the formula only cuts and joins
+    # odd L = 5: the allele's first base is the middle one (index 2); an SNV's span is the genome window
+    assert _span(10, "a", "X", 5) == (8, 13)
+    assert variant_windows(g[8:13], "a", "X", 5) == ("89abc", "89Xbc")
+    # an insertion longer than L - L//2: the allele is cut at the window's end
+    start, stop = _span(10, "a", "aXYZW", 5)
+    assert (start, stop) == (8, 13)
+    assert variant_windows(g[start:stop], "a", "aXYZW", 5) == ("89abc", "89aXY")
+    # a deletion longer than the window's right half: the reference row is cut, the alternative reads on
+    start, stop = _span(10, "abcdef", "a", 6)
+    assert (start, stop) == (7, 18)
+    assert variant_windows(g[start:stop], "abcdef", "a", 6) == ("789abc", "789agh")
