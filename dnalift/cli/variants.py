@@ -69,16 +69,28 @@ def variants(model, variants, output, genome, width, off_genome, pair_references
     config = ScoreConfig(model=model, variants=variants, genome=genome, output=output, width=width,
                          off_genome=off_genome, pair_references=pair_references, **kwargs)
     labels = [str(t) for t in config.targets]
-    tables = [table_path(p) for p in output_paths(output, labels)]
-    if not config.force:
-        from dnalift.errors import OutputExistsError
-
-        for t in tables:
-            if t.exists():
-                raise OutputExistsError(f"{t} exists; pass --force to overwrite it or choose another output",
-                                        argument="output", path=str(t))
+    checked = {table_path(p) for p in output_paths(output, labels)}
+    for t in checked:
+        _check_table(t, config)
     summary = run_scoring(config, quiet=quiet, what="scoring variants")
     for path in summary.outputs:
-        written = write_variant_table(path, table_path(path), flank=table_flank, force=True)
+        table = table_path(path)
+        if table not in checked:  # a target whose label is not what was given (e.g. a name for an index)
+            _check_table(table, config)
+        written = write_variant_table(path, table, flank=table_flank, force=True)
         if not quiet:
             click.echo(f"wrote {written}")
+
+
+def _check_table(table: Path, config) -> None:
+    """The table beside a result file may not be an input file, nor (without --force) an existing file."""
+    from dnalift.errors import OptionError
+    from dnalift.io.outputs import check_not_existing, check_not_input
+
+    try:
+        check_not_input(table, config.input_files(), argument="output")
+    except OptionError as e:
+        raise OptionError(f"the table {table} (named after -o {config.output}) would overwrite the "
+                          f"{e.details.get('input')} file the run reads; choose another -o", argument="output",
+                          path=str(table)) from None
+    check_not_existing(table, force=config.force, resume=config.resume)

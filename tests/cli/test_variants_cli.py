@@ -94,3 +94,12 @@ def test_off_genome_error_and_usage(files, tmp_path):
     assert not out.exists() and not (tmp_path / "v.tsv").exists()
     r = run("variants", files.model, files.vcf, "-o", out)
     assert r.exit_code == 2 and "--genome" in r.output
+
+
+def test_the_table_never_overwrites_the_input(files, tmp_path):
+    tsv = tmp_path / "v.tsv"
+    tsv.write_text(f"chr7\t20\t{GENOME[19]}\tG\trs1\n" if GENOME[19] != "G" else f"chr7\t20\tG\tA\trs1\n")
+    before = tsv.read_text()
+    r = run("variants", files.model, tsv, "--genome", files.genome, "--width", L, "-o", tmp_path / "v.h5", "--force")
+    assert r.exit_code == 2 and "would overwrite the variants file the run reads" in r.output
+    assert tsv.read_text() == before and not (tmp_path / "v.h5").exists()
