@@ -23,6 +23,7 @@ Identifiers
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import re
@@ -82,6 +83,9 @@ def variant_label(chrom: str, pos: int, ref: str, alt: str) -> str:
 def _sniff(path: str) -> str:
     with open_text(path) as handle:
         for line in handle:
+            if line.startswith(">"):
+                raise VariantError(f"{path} looks like a FASTA file; the variants are a VCF or a TSV of chrom, pos, "
+                                   f"ref, alt, id (the genome goes to genome=)", argument="variants", path=path)
             if line.strip():
                 return "vcf" if line.startswith(("##fileformat=VCF", "#CHROM")) else "tsv"
     raise VariantError(f"{path} is empty; give a VCF or a TSV of chrom, pos, ref, alt, id", argument="variants",
@@ -174,7 +178,27 @@ def read_variants(path) -> VariantTable:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise VariantError(f"variant file {path} does not exist; check the path", argument="variants", path=path)
-    kind = _sniff(path)
+    try:
+        kind = _sniff(path)
+        table, skipped = _read(path, kind)
+    except (UnicodeDecodeError, EOFError, gzip.BadGzipFile) as exc:
+        raise VariantError(f"{path} is not a readable text file ({type(exc).__name__}); the variants are a VCF "
+                           f"(plain or bgzip) or a TSV of chrom, pos, ref, alt, id", argument="variants",
+                           path=path) from None
+    if skipped:
+        shown = ", ".join(s.name for s in skipped[:3]) + (" ..." if len(skipped) > 3 else "")
+        logger.warning("%s: skipped %d symbolic or breakend ALT alleles (%s); only sequence alleles can be scored",
+                       path, len(skipped), shown)
+    if not table["chrom"]:
+        raise VariantError(f"{path} has no variant with sequence alleles; give a VCF or a TSV of chrom, pos "
+                           f"(1-based), ref, alt, id", argument="variants", path=path)
+    ids = _unique_ids(path, table)
+    return VariantTable(table["chrom"], np.asarray(table["pos"], np.int64), table["ref"], table["alt"], ids,
+                        np.asarray(table["line"], np.int64), skipped, kind)
+
+
+def _read(path: str, kind: str) -> tuple[dict, list]:
+    """The variants of the file as columns, and the symbolic alleles skipped."""
     table = {"chrom": [], "pos": [], "ref": [], "alt": [], "id": [], "line": []}
     skipped = []
     with open_text(path) as handle:
@@ -190,16 +214,7 @@ def read_variants(path) -> VariantTable:
                 for key, value in (("chrom", chrom), ("pos", pos), ("ref", ref), ("alt", alt), ("id", vid),
                                    ("line", line_no)):
                     table[key].append(value)
-    if skipped:
-        shown = ", ".join(s.name for s in skipped[:3]) + (" ..." if len(skipped) > 3 else "")
-        logger.warning("%s: skipped %d symbolic or breakend ALT alleles (%s); only sequence alleles can be scored",
-                       path, len(skipped), shown)
-    if not table["chrom"]:
-        raise VariantError(f"{path} has no variant with sequence alleles; give a VCF or a TSV of chrom, pos "
-                           f"(1-based), ref, alt, id", argument="variants", path=path)
-    ids = _unique_ids(path, table)
-    return VariantTable(table["chrom"], np.asarray(table["pos"], np.int64), table["ref"], table["alt"], ids,
-                        np.asarray(table["line"], np.int64), skipped, kind)
+    return table, skipped
 
 
 def _unique_ids(path: str, table: dict) -> list[str]:

@@ -147,6 +147,12 @@ def test_bad_files(tmp_path):
         read_variants(bad)
     with pytest.raises(VariantError, match="does not exist"):
         read_variants(tmp_path / "none.vcf")
+    bad.write_text(">chr1\nACGT\n")
+    with pytest.raises(VariantError, match="looks like a FASTA file"):
+        read_variants(bad)
+    bad.write_bytes(b"PK\x03\x04\xff\xfe\x00binary")
+    with pytest.raises(VariantError, match="is not a readable text file"):
+        read_variants(bad)
 
 
 def test_gzip_vcf_reads_the_same(data, tmp_path):
