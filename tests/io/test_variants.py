@@ -395,3 +395,22 @@ def test_window_formula_odd_width_and_long_alleles():
     start, stop = _span(10, "abcdef", "a", 6)
     assert (start, stop) == (7, 18)
     assert variant_windows(g[start:stop], "abcdef", "a", 6) == ("789abc", "789agh")
+
+
+def test_shared_references_zero_the_alt_rows_n_columns(model, tmp_path):
+    """A deletion moves an N of the right flank: the alternative row's references get a zero column there, so
+    both rows still sum to their own delta (without it the alternative row's delta would be off)."""
+    from dnalift.io.store import open_results
+
+    genome = tmp_path / "g.fa"
+    genome.write_text(">chr1\nACGTTGCAAGCTTACGGNTCCGATATCG\n")  # N at 0-based 17
+    vcf = write_vcf(tmp_path / "v.vcf", [("chr1", 15, "del", "CG", "C")])  # p = 14, window [9, 19), N at 8
+    out = tmp_path / "v.h5"
+    _score(model, vcf, genome, out, precision="float64", normalize=False, n_refs=3)
+    with open_results(out) as r:
+        raw = r.raw()
+        assert raw[0, :, 8].sum() == 0 and raw[1, :, 7].sum() == 0  # the N at window 8 (ref), 7 (alt)
+        assert raw[0].sum() == raw[1].sum() == L - 1
+        total = r.projected().astype(np.float64).sum(axis=(1, 2))
+        np.testing.assert_allclose(total, r.predictions() - r.reference_predictions(), atol=1e-5)
+        np.testing.assert_allclose(np.abs(r.deltas()), 0, atol=1e-5)
