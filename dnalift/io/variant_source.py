@@ -182,9 +182,13 @@ def open_variants(path, genome, *, width: int, off_genome: str = "skip", n_polic
             source = _apply_n_policy(source, n_policy)
         if len(source) == 0:
             reasons = sorted({s.reason for s in source.skipped})
+            hint = "check the genome (the one the variants were called on), the width and n_policy"
+            if UNKNOWN_CHROMOSOME in reasons:
+                hint = (f"the variants are on {table.chrom[0]!r}..., {genome_path} has "
+                        f"{', '.join(repr(c) for c in list(fasta.keys())[:3])}...: use the genome the variants were "
+                        f"called on, or rename the chromosomes to match (e.g. 'chr1' vs '1')")
             raise VariantError(f"{path}: no variant is left ({len(source.skipped)} skipped: {', '.join(reasons)}); "
-                               f"check the genome (the one the variants were called on), the width and n_policy",
-                               argument="variants", path=path)
+                               f"{hint}", argument="variants", path=path)
         return source
     except BaseException:
         fasta.close()

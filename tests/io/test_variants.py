@@ -155,6 +155,12 @@ def test_bad_files(tmp_path):
         read_variants(bad)
 
 
+def test_chromosome_names_that_do_not_match_the_genome(data, tmp_path):
+    vcf = write_vcf(tmp_path / "v.vcf", [("1", 21, "snv", CHR1[20], OTHER[CHR1[20]])])
+    with pytest.raises(VariantError, match=r"the variants are on '1'\.\.\., .* has 'chr1', 'chr2'.*'chr1' vs '1'"):
+        open_variants(vcf, data.genome, width=L)
+
+
 def test_gzip_vcf_reads_the_same(data, tmp_path):
     gz = write_vcf(tmp_path / "v.vcf.gz", data.records, compress=True)
     a, b = read_variants(data.vcf), read_variants(gz)
