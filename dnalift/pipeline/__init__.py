@@ -147,7 +147,8 @@ def _score_locked(config: ScoreConfig, progress, t0: float) -> ScoreSummary:
         worst_value, worst_name = worst_delta(run.targets, run.paths)
         return ScoreSummary(outputs=paths, targets=[t.label for t in targets], n_sequences=run.n_rows,
                             n_scored=run.n_rows - n_resumed, n_resumed=n_resumed, n_skipped=len(source.skipped),
-                            seconds=seconds, max_abs_delta=worst_value, worst=worst_name)
+                            seconds=seconds, max_abs_delta=worst_value, worst=worst_name,
+                            paired=config.variants is not None)
     finally:
         source.close()
         if references is not None:

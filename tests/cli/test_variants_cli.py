@@ -55,7 +55,7 @@ def test_variants_command_writes_file_and_table(files, tmp_path):
     out = tmp_path / "v.h5"
     r = run("variants", files.model, files.vcf, "--genome", files.genome, "--width", L, "-o", out, "--n-refs", 3)
     assert r.exit_code == 0, r.output
-    assert "scored 4 sequences" in r.output and "skipped 1" in r.output and "v.tsv" in r.output
+    assert "scored 2 variants (4 rows), skipped 1," in r.output and "v.tsv" in r.output
     with open_results(out) as res:
         assert res.names == ["rs1/ref", "rs1/alt", "rs2/ref", "rs2/alt"]
         delta = res.predictions()[1::2] - res.predictions()[0::2]
