@@ -105,9 +105,11 @@ class _VariantSource(SequenceSource):
         super().__init__(path=path, names=_RowNames(self.ids), length=width, skipped=skipped)
 
     def _pair(self, v: int) -> tuple[str, str]:
-        """Both rows of kept variant ``v``, read once for the two rows (the last pair is kept)."""
-        if self._last[0] == v:
-            return self._last[1]
+        """Both rows of kept variant ``v``, read once for the two rows (the last pair is kept; read as one tuple,
+        since the pipeline's reading thread and the main thread may both be here)."""
+        last = self._last
+        if last[0] == v:
+            return last[1]
         t, k = self._table, int(self._keep[v])
         start, stop = _span(int(t.pos[k]), t.ref[k], t.alt[k], self.length)
         pair = variant_windows(self._fasta[t.chrom[k]][start:stop], t.ref[k], t.alt[k], self.length)
