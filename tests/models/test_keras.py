@@ -90,7 +90,9 @@ def test_converted_model_equals_keras_predict(name):
     _compare(converted.module, name, dtype, converted.row)
 
 
-EXPORTED = KERAS2 + ["chrombpnet.k3.keras", "two_inputs.k3.keras", "conv2d.k3.h5"]
+#: exported in the quick suite (the others are in the slow one): each dialect and container, each architecture
+EXPORTED = ["chrombpnet_nobias.k2.h5", "chrombpnet.k2.h5", "bias_model.k2.h5", "chrombpnet.k3.keras", "basset.k3.h5",
+            "basset_f64.k2.h5", "conv2d.k2.h5", "two_inputs.k3.keras"]
 
 
 @pytest.mark.parametrize("name", EXPORTED + [pytest.param(f, marks=pytest.mark.slow) for f in FILES
@@ -124,8 +126,7 @@ def test_chrombpnet_outputs_are_the_profile_and_counts_targets(loaded, name):
 
 
 # ----------------------------------------------------------------------------------------------- scores
-@pytest.mark.parametrize("name", [f for f in KERAS2 if f not in RECURRENT] + ["chrombpnet.k3.keras",
-                                                                             "two_inputs.k3.h5"])
+@pytest.mark.parametrize("name", EXPORTED)
 def test_scores_sum_to_delta_in_float64(loaded, name):
     m = loaded(name)
     x = torch.from_numpy(keras_inputs(name)[0 if "two" not in name else 0]).double()
@@ -142,6 +143,7 @@ def test_scores_sum_to_delta_in_float64(loaded, name):
     assert float(change.abs().max()) > 1e-6  # the scores are not trivially zero
 
 
+@pytest.mark.slow
 def test_recurrent_layers_score_once_their_ops_have_rules(loaded):
     """LSTM/GRU export to aten.lstm / aten.gru: refused before running, naming them, while dnalift has no rule
     for them; scored (summing to delta) once it has."""
