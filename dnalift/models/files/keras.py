@@ -142,7 +142,10 @@ def _read_zip(path: Path, where: str) -> KerasFile:
             names = set(zf.namelist())
             meta = json.loads(zf.read("metadata.json")) if "metadata.json" in names else {}
             version = str(meta.get("keras_version", "")) if isinstance(meta, dict) else ""
-            _check_version(version or "0", where) if not version else _check_version(version, where)
+            if not version:
+                raise ModelFormatError(f"{where}: a .keras archive whose metadata.json records no keras_version; "
+                                       f"save it again with model.save('model.keras')", argument="model")
+            _check_version(version, where)
             if "config.json" not in names:
                 raise ModelFormatError(f"{where}: a .keras archive without config.json", argument="model")
             config = _json(zf.read("config.json"), where, "config.json")

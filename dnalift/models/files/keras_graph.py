@@ -9,7 +9,7 @@ import dataclasses
 import torch
 import torch.nn as nn
 
-from dnalift.errors import ModelFormatError
+from dnalift.errors import ModelFormatError, first_line
 from dnalift.models.files.keras_layers import CONVERTERS, IDENTITY_CLASSES, KerasLayer
 from dnalift.models.files.keras_ops import WEIGHTLESS
 from dnalift.models.files.keras_recurrent import RECURRENT
@@ -181,8 +181,14 @@ def _module(layer: dict, weights, *, where, major, prefix, rows) -> nn.Module:
     if cls in MODEL_CLASSES:
         inner = weights.nested(name, cls)
         return build_graph(layer, inner, where=where, major=major, prefix=f"{prefix}{name}.", rows=rows)
-    arrays = weights.of(name, cls, variables_of(cls))
-    module = convert_layer(KerasLayer(cls, name, layer.get("config", {}), arrays, where))
+    keras_layer = KerasLayer(cls, name, layer.get("config", {}), weights.of(name, cls, variables_of(cls)), where)
+    try:
+        module = convert_layer(keras_layer)
+    except ModelFormatError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:  # a config or arrays not as expected
+        raise keras_layer.refuse(f"could not be converted ({type(e).__name__}: {first_line(e)})",
+                                 "the file is damaged, or written by a Keras version whose config differs") from e
     rows.append(LayerRow(prefix + name, cls, _describe(module)))
     return module
 
@@ -209,7 +215,7 @@ def _functional(inner: dict, weights, *, where, major, prefix, rows) -> Graph:
         key = keys[name] = _key(name, layers)
         layers[key] = _module(layer, weights, where=where, major=major, prefix=prefix, rows=rows)
         # tf.keras 2 counts a nested model's own graph as its node 0; its calls here are nodes 1, 2...
-        skip_first[name] = int(major == "2" and cls in MODEL_CLASSES)
+        skip_first[name] = int(major == "2" and _has_own_graph(layer))
         for node_index, node in enumerate(layer.get("inbound_nodes", [])):
             ins = [_ref(ref, skip_first) for ref in _history(node)]
             outs = tuple((name, node_index, t) for t in range(_n_outputs(layer)))
@@ -218,6 +224,14 @@ def _functional(inner: dict, weights, *, where, major, prefix, rows) -> Graph:
     outputs = [_ref(ref, skip_first) for ref in _refs(inner["output_layers"])]
     _check_graph(calls, inputs, outputs, where)
     return Graph(layers, calls, inputs, outputs)
+
+
+def _has_own_graph(layer: dict) -> bool:
+    """A nested Functional model, or a Sequential built on an InputLayer: tf.keras 2 made its node 0."""
+    if layer["class_name"] not in MODEL_CLASSES:
+        return False
+    inner = layer["config"].get("layers") or []
+    return layer["class_name"] != "Sequential" or bool(inner and inner[0].get("class_name") == "InputLayer")
 
 
 def _ref(ref: tuple, skip_first: dict) -> tuple:

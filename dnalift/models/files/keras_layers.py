@@ -51,7 +51,12 @@ class KerasLayer:
         return ModelFormatError(f"{self.where}: Keras layer {self.name!r} ({self.class_name}) {why}; {fix}",
                                 argument="model", layer=self.name, keras_class=self.class_name)
 
+    def __post_init__(self):  # half-precision weights (a mixed-precision model) are computed in float32
+        self.weights = [np.asarray(a, dtype=np.float32) if np.asarray(a).dtype.itemsize < 4 else np.asarray(a)
+                        for a in self.weights]
+
     def tensor(self, i: int) -> torch.Tensor:
+        """Weight ``i`` as a tensor."""
         return torch.from_numpy(np.ascontiguousarray(self.weights[i]))
 
 
