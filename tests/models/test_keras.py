@@ -360,3 +360,43 @@ def test_width_must_match_the_model():
     message = _refusal(DATA / "basset.k2.h5", input_length=100)
     assert "120 bp" in message and "--width" in message
     assert load_model(DATA / "basset.k2.h5", input_length=120).input_length == 120
+
+
+# ----------------------------------------------------------------------------------------------- pieces
+@pytest.mark.parametrize("size, kernel, stride, dilation, expected", [
+    (10, 4, 1, 1, (1, 2)),   # an even kernel: the extra position goes to the end, as TensorFlow pads
+    (10, 3, 1, 1, (1, 1)),
+    (10, 4, 2, 1, (1, 1)),   # ceil(10 / 2) = 5 outputs need (5 - 1) * 2 + 4 = 12 positions
+    (11, 3, 2, 1, (1, 1)),   # 6 outputs need 13
+    (10, 3, 1, 2, (2, 2)),   # dilation 2: a span of 5
+    (10, 1, 3, 1, (0, 0)),   # 4 outputs need 10
+])
+def test_same_padding_is_tensorflows(size, kernel, stride, dilation, expected):
+    from dnalift.models.files.keras_layers import same_padding
+
+    assert same_padding(size, kernel, stride, dilation) == expected
+
+
+def test_lambda_code_is_never_unmarshalled(tmp_path):
+    """chrombpnet's Lambda is recognised from its name and the names in its code's bytes, never loaded: bytes
+    that are not marshalled code at all (marshal.loads would fail on them) convert the same."""
+    import base64
+    import marshal
+
+    from dnalift.models.files import keras
+
+    junk = b"\xff\x00 not bytecode: reduce_logsumexp \x00"
+    with pytest.raises((ValueError, EOFError, TypeError)):
+        marshal.loads(junk)
+
+    def replace_code(config):
+        lam = next(layer for layer in config["config"]["layers"] if layer["class_name"] == "Lambda")
+        lam["config"]["function"][0] = base64.b64encode(junk).decode()
+
+    path = _edit_config(DATA / "chrombpnet.k2.h5", tmp_path / "junk_lambda.h5", replace_code)
+    converted = keras.convert(keras.read_keras(path, "junk_lambda", "h5"), "junk_lambda")
+    assert [r.module for r in converted.rows if r.class_name == "Lambda"] == ["LogSumExp"]
+    x = torch.from_numpy(keras_inputs("chrombpnet.k2.h5")[0])
+    with torch.no_grad():
+        counts = converted.module(x)["logcount_predictions"]
+    np.testing.assert_allclose(counts.numpy(), keras_outputs("chrombpnet.k2.h5")[1], rtol=1e-5)
