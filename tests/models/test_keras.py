@@ -269,6 +269,13 @@ def test_cli_scores_keras_files_with_tensorflow_unimportable(genome, tmp_path):
             assert np.abs(f["projected_shap/seq"][:].sum((1, 2)) - change).max() <= 1e-4 * np.abs(change).max()
     with h5py.File(tmp_path / "basset.h5") as f:
         assert f["shap/seq"].shape == (3, 4, 120)
+        X = torch.from_numpy(f["raw/seq"][:].astype(np.float32)).transpose(1, 2)
+        predictions, change = f["predictions"][:], f["predictions"][:] - f["reference_predictions"][:]
+        assert np.abs(f["projected_shap/seq"][:].sum((1, 2)) - change).max() <= 1e-4 * np.abs(change).max()
+    # the scored model (first layer mean-normalised, 'same' padding corrected per position) computes what Keras does
+    with torch.no_grad():
+        want = load_model(DATA / "basset.k3.keras").module()(X)[:, 1]
+    np.testing.assert_allclose(predictions, want.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_info_lists_layers_inputs_outputs_and_targets():
