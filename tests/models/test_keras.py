@@ -363,6 +363,27 @@ def test_unknown_lambda_and_layers_are_refused_before_running(tmp_path):
     assert "'bn1' (MyCustomLayer)" in message and "Conv1D" in message
 
 
+def test_keras_2_0_sequential_configs_are_lists_of_layers(tmp_path):
+    """Keras 2.0-2.2 wrote a Sequential's config as its list of layers (and no InputLayer)."""
+    from dnalift.models.files import keras
+
+    def old_style(config):
+        layers = config["config"]["layers"]
+        layers[1]["config"]["batch_input_shape"] = layers[0]["config"]["batch_input_shape"]
+        config["config"] = layers[1:]
+
+    path = _edit_config(DATA / "basset.k2.h5", tmp_path / "old.h5", old_style)
+    with h5py.File(path, "r+") as f:
+        f.attrs["keras_version"] = "2.1.6"
+    converted = keras.convert(keras.read_keras(path, "old", "h5"), "old")
+    assert converted.row == (120, 4)
+    x = torch.from_numpy(keras_inputs("basset.k2.h5")[0])
+    with torch.no_grad():
+        got = converted.module(x).numpy()
+    want = keras_outputs("basset.k2.h5")[0]
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+
+
 def test_width_must_match_the_model():
     message = _refusal(DATA / "basset.k2.h5", input_length=100)
     assert "120 bp" in message and "--width" in message

@@ -126,6 +126,19 @@ def _json(value, where: str, what: str) -> dict:
                                argument="model") from e
     if not isinstance(config, dict) or "class_name" not in config:
         raise ModelFormatError(f"{where}: the Keras {what} does not describe a model", argument="model")
+    return _legacy_sequential(config)
+
+
+def _legacy_sequential(config: dict) -> dict:
+    """Keras 2.0-2.2 wrote a Sequential's config as its list of layers: the same as ``{"layers": [...]}``
+    (nested models included)."""
+    inner = config.get("config")
+    if isinstance(inner, list):
+        config = dict(config, config={"name": config.get("name", "sequential"), "layers": inner})
+    layers = config.get("config", {}).get("layers", []) if isinstance(config.get("config"), dict) else []
+    for i, layer in enumerate(layers):
+        if isinstance(layer, dict) and layer.get("class_name") in ("Functional", "Model", "Sequential"):
+            layers[i] = _legacy_sequential(layer)
     return config
 
 

@@ -96,8 +96,8 @@ def input_shapes(config: dict) -> list[tuple]:
     """The per-row shapes of a model's inputs (``[(2114, 4)]``)."""
     inner = config["config"]
     if config["class_name"] == "Sequential":
-        return [_sequential_shape(inner)]
-    layers = {layer["name"] if "name" in layer else layer["config"]["name"]: layer for layer in inner["layers"]}
+        return [_sequential_shape(inner, config.get("build_config") or {})]
+    layers = {_name(layer): layer for layer in inner["layers"]}
     return [_shape(layers[name]["config"]) for name, _, _ in _refs(inner["input_layers"])]
 
 
@@ -118,15 +118,23 @@ def output_refs(config: dict) -> list[tuple]:
     return _refs(inner["output_layers"])
 
 
-def _sequential_shape(inner: dict) -> tuple | None:
+def _sequential_shape(inner: dict, build_config: dict) -> tuple | None:
+    """A Sequential's input row: its InputLayer's, its first layer's (``batch_input_shape`` or Keras 3's
+    ``build_config``), or the model's own build shape (tf.keras 2 ``build_input_shape``, Keras 3 ``build_config``)."""
     for layer in inner["layers"][:1]:
         shape = _shape(layer["config"])
-        if shape is None and "build_config" in layer:
-            shape = tuple((layer["build_config"].get("input_shape") or [None])[1:]) or None
+        if shape is None and layer.get("build_config"):
+            shape = _as_row(layer["build_config"].get("input_shape"))
         if shape is not None:
             return shape
-    build = inner.get("build_input_shape")
-    return tuple(build[1:]) if build else None
+    return _as_row(inner.get("build_input_shape")) or _as_row(build_config.get("input_shape"))
+
+
+def _as_row(shape) -> tuple | None:
+    """``[null, 2114, 4]`` -> ``(2114, 4)``; None for no shape."""
+    if not isinstance(shape, (list, tuple)) or len(shape) < 2:
+        return None
+    return tuple(None if d is None else int(d) for d in shape[1:])
 
 
 def _name(layer: dict) -> str:
