@@ -428,3 +428,15 @@ def test_lambda_code_is_never_unmarshalled(tmp_path):
     with torch.no_grad():
         counts = converted.module(x)["logcount_predictions"]
     np.testing.assert_allclose(counts.numpy(), keras_outputs("chrombpnet.k2.h5")[1], rtol=1e-5)
+
+
+def test_same_pooling_ignores_the_padded_positions():
+    """TensorFlow's "same" pooling: a window over the padding averages (or takes the max of) its real entries."""
+    from dnalift.models.files.keras_ops import Pool, _pairs
+
+    x = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0]).reshape(1, 5, 1)  # (n, L, C)
+    assert Pool("avg", (2,), (2,), "same")(x).flatten().tolist() == [1.5, 3.5, 5.0]
+    assert Pool("max", (2,), (2,), "same")(-x).flatten().tolist() == [-1.0, -3.0, -5.0]
+    assert Pool("avg", (2,), (2,), "valid")(x).flatten().tolist() == [1.5, 3.5]
+    assert _pairs(3, 1) == ((3, 3),) and _pairs([2, 3], 1) == ((2, 3),)
+    assert _pairs([[1, 1], [2, 3]], 2) == ((1, 1), (2, 3)) and _pairs([1, 2], 2) == ((1, 1), (2, 2))

@@ -107,13 +107,13 @@ class Crop(nn.Module):
 
 
 def _pairs(value, nd: int) -> tuple:
-    """Keras' ``cropping``/``padding``: an int, a pair, or one pair per axis -> ((before, after), ...)."""
+    """Keras' ``cropping``/``padding`` -> ``((before, after), ...)`` per spatial axis: an int (all sides), one
+    pair (1D: ``[2, 3]``), or one int or pair per axis (2D: ``[[1, 1], [2, 3]]``)."""
     if isinstance(value, int):
         return ((value, value),) * nd
     value = list(value)
-    if nd == 1:
-        return ((int(value[0]), int(value[-1])),) if len(value) <= 2 and not isinstance(value[0], list) else \
-            (tuple(int(v) for v in value[0]),)
+    if nd == 1 and all(isinstance(v, int) for v in value):
+        return ((value[0], value[-1]),)
     return tuple((int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1])) for v in value)
 
 
