@@ -55,7 +55,8 @@ def load_model(path, *, arch: str | None = None, arch_kwargs: Mapping | str | No
     path : str or os.PathLike
         The model file: ``.pt2`` (``torch.export.save``), TorchScript (``torch.jit.save``), a state_dict
         (``torch.save(model.state_dict())`` or ``.safetensors``) together with ``arch``, or a whole pickled
-        module (``torch.save(model)``, only with ``trust=True``). The format is read from the content.
+        module (``torch.save(model)``, only with ``trust=True``), or a Keras model (``.h5`` with its
+        architecture, ``.keras``; read without TensorFlow). The format is read from the content.
     arch : str, optional
         ``"package.module:Class"`` to build the model a state_dict is loaded into.
     arch_kwargs : mapping or JSON object string, optional
