@@ -155,6 +155,19 @@ def recurrent(K, *, length=40):
     return K.Model(inp, out, name="recurrent")
 
 
+def shared(K, *, length=40):
+    """Shared layers: one nested Sequential tower and one Dense layer, each called twice (on the sequence and
+    on it shifted by three positions)."""
+    L = K.layers
+    inp = K.Input(shape=(length, 4), name="sequence")
+    tower = K.Sequential([K.Input(shape=(length, 4)), L.Conv1D(4, 5, activation="relu"), L.GlobalMaxPooling1D()],
+                         name="tower")
+    shifted = L.ZeroPadding1D((3, 0))(L.Cropping1D((0, 3))(inp))
+    head = L.Dense(2, name="head")
+    out = L.Add(name="both")([head(tower(inp)), head(tower(shifted))])
+    return K.Model(inp, out, name="shared")
+
+
 # ------------------------------------------------------------------------------------------------- writing
 def randomize(model, rng):
     """Random weights (batch-norm statistics too, so that they matter; variances positive)."""
@@ -213,6 +226,7 @@ def build_all(K, rng):
     models["conv2d"] = conv2d(K)
     models["two_inputs"] = two_inputs(K)
     models["recurrent"] = recurrent(K)
+    models["shared"] = shared(K)
     return models
 
 

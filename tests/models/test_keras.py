@@ -92,7 +92,7 @@ def test_converted_model_equals_keras_predict(name):
 
 #: exported in the quick suite (the others are in the slow one): each dialect and container, each architecture
 EXPORTED = ["chrombpnet_nobias.k2.h5", "chrombpnet.k2.h5", "bias_model.k2.h5", "chrombpnet.k3.keras", "basset.k3.h5",
-            "basset_f64.k2.h5", "conv2d.k2.h5", "two_inputs.k3.keras"]
+            "basset_f64.k2.h5", "conv2d.k2.h5", "two_inputs.k3.keras", "shared.k2.h5"]
 
 
 @pytest.mark.parametrize("name", EXPORTED + [pytest.param(f, marks=pytest.mark.slow) for f in FILES
