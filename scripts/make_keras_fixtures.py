@@ -4,12 +4,15 @@ Not part of dnalift and never imported by it or by the tests: the tests read the
 separate virtual environment (TensorFlow must not be installed next to dnalift's torch), from the repository root:
 
     python3 -m venv /tmp/tfvenv && /tmp/tfvenv/bin/pip install tensorflow-cpu tf-keras
-    TF_USE_LEGACY_KERAS=0 /tmp/tfvenv/bin/python scripts/make_keras_fixtures.py tests/data/keras
+    /tmp/tfvenv/bin/python scripts/make_keras_fixtures.py tests/data/keras
 
-For each architecture below (small random weights, the layer structure of the real models) it writes the model
-saved by tf.keras 2 (``NAME.k2.h5``, the dialect of ENCODE's ChromBPNet files), by Keras 3 (``NAME.k3.h5`` and
-``NAME.k3.keras``), and ``expected.npz`` with fixed inputs and each file's own ``predict`` outputs, keyed
-``NAME.DIALECT.inputN`` and ``NAME.DIALECT.outputN``. ``versions.json`` records the versions that wrote them.
+(the checked-in files were written by TensorFlow 2.21.0, tf-keras 2.21.0, Keras 3.15.1, h5py 3.14.0, numpy
+2.4.6, Python 3.11.7; ``versions.json`` records them). For each architecture below (small random weights, the
+layer structure of the real models) it writes the model saved by tf.keras 2 (``NAME.k2.h5``, the dialect of
+ENCODE's ChromBPNet files; ``NAME.k2.keras`` for two of them), by Keras 3 (``NAME.k3.h5`` and ``NAME.k3.keras``),
+and ``expected.npz`` with fixed inputs and each file's own ``predict`` outputs, keyed ``FILE.inputN`` and
+``FILE.outputN``; ``basset_f64.k2.h5`` is computed in float64. The weights and inputs come from fixed seeds, so
+running it again writes the same arrays.
 """
 
 from __future__ import annotations
