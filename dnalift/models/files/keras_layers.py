@@ -114,19 +114,17 @@ _ACTIVATIONS = {
     "silu": lambda: Fn("silu", F.silu),
     "gelu": lambda: Fn("gelu", F.gelu),
     "relu6": lambda: Fn("relu6", F.relu6),
+    "linear": lambda: None,
 }
 
 
 def activation_module(value, layer: KerasLayer) -> nn.Module | None:
     """The module for a Keras activation given by name (``"relu"``), or None for ``"linear"``."""
     name = _activation_name(value)
-    if name == "linear":
-        return None
-    make = _ACTIVATIONS.get(name)
-    if make is None:
+    if name not in _ACTIVATIONS:
         raise layer.refuse(f"uses the activation {name!r}, which dnalift does not convert",
-                           f"use one of linear, {', '.join(_ACTIVATIONS)}")
-    return make()
+                           f"use one of {', '.join(_ACTIVATIONS)}")
+    return _ACTIVATIONS[name]()
 
 
 class _Then(nn.Module):

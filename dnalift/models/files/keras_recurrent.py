@@ -23,10 +23,19 @@ __all__ = ["Recurrent", "Bidirectional", "RECURRENT"]
 
 #: Keras' GRU gate blocks (z, r, h) in torch's order (r, z, n)
 _GRU_ORDER = (1, 0, 2)
+#: (activation, recurrent_activation) of the layers torch's LSTM and GRU compute (the TensorFlow 2 defaults)
+_TORCH_ACTIVATIONS = ("tanh", "sigmoid")
+#: Bidirectional's merge modes: (forward, backward) -> output
+_MERGES = {
+    "concat": lambda f, b: torch.cat([f, b], dim=-1),
+    "sum": lambda f, b: f + b,
+    "mul": lambda f, b: f * b,
+    "ave": lambda f, b: (f + b) * 0.5,
+}
 
 
 def _check(layer: KerasLayer, config: dict) -> None:
-    if _name(config.get("activation")) != "tanh" or _name(config.get("recurrent_activation")) != "sigmoid":
+    if (_name(config.get("activation")), _name(config.get("recurrent_activation"))) != _TORCH_ACTIVATIONS:
         raise layer.refuse(f"has activation {config.get('activation')!r} and recurrent_activation "
                            f"{config.get('recurrent_activation')!r}",
                            "dnalift converts recurrent layers with tanh and sigmoid (the TensorFlow 2 defaults)")
@@ -104,11 +113,7 @@ class Bidirectional(nn.Module):
             b = b.flip(1)
         else:
             f, b = f[:, -1], b[:, -1]
-        if self.merge == "concat":
-            return torch.cat([f, b], dim=-1)
-        if self.merge == "mul":
-            return f * b
-        return f + b if self.merge == "sum" else (f + b) * 0.5
+        return _MERGES[self.merge](f, b)
 
 
 def _recurrent(layer: KerasLayer) -> nn.Module:
@@ -125,7 +130,7 @@ def _bidirectional(layer: KerasLayer) -> nn.Module:
         raise layer.refuse(f"wraps a {inner.get('class_name')}", "dnalift converts Bidirectional LSTM and GRU")
     backward = c.get("backward_layer") or inner
     merge = c.get("merge_mode", "concat")
-    if merge not in ("concat", "sum", "mul", "ave"):
+    if merge not in _MERGES:
         raise layer.refuse(f"has merge_mode={merge!r}", "use concat, sum, mul or ave")
     for part in (inner, backward):
         _check(layer, part["config"])
