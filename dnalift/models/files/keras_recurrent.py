@@ -1,4 +1,4 @@
-"""Keras ``LSTM``, ``GRU`` and ``Bidirectional`` as ``torch.nn.LSTM`` / ``torch.nn.GRU``.
+"""Keras ``LSTM``, ``GRU`` and ``Bidirectional`` as torch's LSTM and GRU (``torch.lstm``, ``torch.gru``).
 
 Keras stores ``kernel`` ``(C, G·u)``, ``recurrent_kernel`` ``(u, G·u)`` and ``bias``; torch wants ``(G·u, C)``
 and ``(G·u, u)`` per gate block, in its own gate order:
@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from dnalift.models.files.keras_layers import KerasLayer
 
-__all__ = ["Recurrent", "Bidirectional", "RECURRENT"]
+__all__ = ["RNN", "Recurrent", "Bidirectional", "RECURRENT"]
 
 #: Keras' GRU gate blocks (z, r, h) in torch's order (r, z, n)
 _GRU_ORDER = (1, 0, 2)
@@ -53,35 +53,53 @@ def _blocks(t: torch.Tensor, order) -> torch.Tensor:
     return torch.cat([chunk for chunk in (t.chunk(len(order), 0)[i] for i in order)], 0)
 
 
+class RNN(nn.Module):
+    """One direction of an LSTM or GRU over ``(n, T, C)`` -> ``(n, T, u)``, from zero initial states: torch's
+    ``torch.lstm`` / ``torch.gru`` (``aten.lstm`` / ``aten.gru``, what ``nn.LSTM`` and ``nn.GRU`` call), with
+    the weights as parameters of this module (``nn.LSTM`` keeps a list of them that ``torch.export`` warns about).
+
+    Parameters
+    ----------
+    fn : callable
+        ``torch.lstm`` or ``torch.gru``.
+    weights : list of Tensor
+        ``weight_ih (G·u, C)``, ``weight_hh (G·u, u)``, then ``bias_ih``, ``bias_hh`` ``(G·u,)`` if any, gate
+        blocks in torch's order.
+    cell_state : bool
+        True for an LSTM (its state is ``(h, c)``).
+    """
+
+    def __init__(self, fn, weights: list, *, cell_state: bool):
+        super().__init__()
+        self.fn, self.cell_state = fn, cell_state
+        self.weights = nn.ParameterList([nn.Parameter(w.contiguous(), requires_grad=False) for w in weights])
+        self.units = weights[1].shape[1]
+
+    def forward(self, x):
+        h0 = x.new_zeros((1, x.shape[0], self.units))
+        state = (h0, h0) if self.cell_state else h0
+        return self.fn(x, state, list(self.weights), len(self.weights) == 4, 1, 0.0, False, False, True)[0]
+
+    def extra_repr(self) -> str:
+        return f"{getattr(self.fn, '__name__', 'rnn')}, units={self.units}"
+
+
 def _rnn(layer: KerasLayer, config: dict, arrays: list) -> nn.Module:
-    """One direction's ``nn.LSTM`` / ``nn.GRU`` with Keras' arrays (kernel, recurrent_kernel[, bias])."""
+    """One direction's :class:`RNN` with Keras' arrays (kernel, recurrent_kernel[, bias])."""
     kind = config.get("class_name") or layer.class_name
-    units, use_bias = int(config["units"]), bool(config.get("use_bias", True))
+    use_bias = bool(config.get("use_bias", True))
     tensors = [torch.from_numpy(a.copy()) for a in arrays]
     kernel, recurrent = tensors[0].t(), tensors[1].t()
     if kind == "LSTM":
-        module = nn.LSTM(kernel.shape[1], units, batch_first=True, bias=use_bias)
-        w_ih, w_hh = kernel, recurrent
-        b_ih = tensors[2] if use_bias else None
-        b_hh = torch.zeros_like(b_ih) if use_bias else None
-    else:
-        if not config.get("reset_after", False):
-            raise layer.refuse("is a GRU with reset_after=False", "dnalift converts GRUs with reset_after=True "
-                               "(the TensorFlow 2 default); retrain or rebuild the layer with it")
-        module = nn.GRU(kernel.shape[1], units, batch_first=True, bias=use_bias)
-        w_ih, w_hh = _blocks(kernel, _GRU_ORDER), _blocks(recurrent, _GRU_ORDER)
-        b_ih = _blocks(tensors[2][0], _GRU_ORDER) if use_bias else None
-        b_hh = _blocks(tensors[2][1], _GRU_ORDER) if use_bias else None
-    with torch.no_grad():
-        module = module.to(kernel.dtype)
-        module.weight_ih_l0.copy_(w_ih)
-        module.weight_hh_l0.copy_(w_hh)
-        if use_bias:
-            module.bias_ih_l0.copy_(b_ih)
-            module.bias_hh_l0.copy_(b_hh)
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module
+        weights = [kernel, recurrent] + ([tensors[2], torch.zeros_like(tensors[2])] if use_bias else [])
+        return RNN(torch.lstm, weights, cell_state=True)
+    if not config.get("reset_after", False):
+        raise layer.refuse("is a GRU with reset_after=False", "dnalift converts GRUs with reset_after=True "
+                           "(the TensorFlow 2 default); retrain or rebuild the layer with it")
+    weights = [_blocks(kernel, _GRU_ORDER), _blocks(recurrent, _GRU_ORDER)]
+    if use_bias:
+        weights += [_blocks(tensors[2][0], _GRU_ORDER), _blocks(tensors[2][1], _GRU_ORDER)]
+    return RNN(torch.gru, weights, cell_state=False)
 
 
 class Recurrent(nn.Module):
@@ -93,7 +111,7 @@ class Recurrent(nn.Module):
         self.rnn, self.return_sequences, self.go_backwards = rnn, return_sequences, go_backwards
 
     def forward(self, x):
-        y, _ = self.rnn(x.flip(1) if self.go_backwards else x)
+        y = self.rnn(x.flip(1) if self.go_backwards else x)
         return y if self.return_sequences else y[:, -1]
 
 
@@ -107,8 +125,8 @@ class Bidirectional(nn.Module):
         self.return_sequences, self.merge = return_sequences, merge
 
     def forward(self, x):
-        f, _ = self.forward_rnn(x)
-        b, _ = self.backward_rnn(x.flip(1))
+        f = self.forward_rnn(x)
+        b = self.backward_rnn(x.flip(1))
         if self.return_sequences:
             b = b.flip(1)
         else:
