@@ -124,6 +124,7 @@ def score(config: ScoreConfig, *, progress: Callable[[int, int], None] | None = 
 def _score_locked(config: ScoreConfig, progress, t0: float) -> ScoreSummary:
     from dnalift.io.outputs import check_not_existing, check_not_input
     from dnalift.io.store import shard_attrs
+    from dnalift.io.store.schema import kept_regions_path, regions_format
     from dnalift.references.make import make_references
 
     source, model = open_inputs(config)
@@ -134,6 +135,8 @@ def _score_locked(config: ScoreConfig, progress, t0: float) -> ScoreSummary:
         paths = output_paths(config.output, [t.label for t in targets])
         for p in paths[1:] if len(paths) > 1 else ():
             check_not_input(p, config.input_files())
+        for p in paths if config.regions is not None else ():  # the kept regions file beside each output
+            check_not_input(kept_regions_path(p, regions_format(config.regions)), config.input_files())
         for p in paths if len(paths) > 1 else ():
             check_not_existing(p, force=config.force, resume=config.resume)
         references = make_references(config.reference, length=source.length, n_refs=config.n_refs,
@@ -157,6 +160,8 @@ def _score_locked(config: ScoreConfig, progress, t0: float) -> ScoreSummary:
 
 def _attrs(run: _Run, fingerprint: str, shard: dict) -> dict:
     """The root attributes every result file of the run gets (the writers add the target's own)."""
+    from dnalift.io.store.schema import REGIONS_FORMAT, regions_format
+
     c, refs, model = run.config, run.references, run.model
     regions = c.regions is not None
     return {
@@ -167,6 +172,7 @@ def _attrs(run: _Run, fingerprint: str, shard: dict) -> dict:
         "normalized": bool(model.normalized), "n_policy": c.n_policy, "rc_average": c.rc_average,
         "precision": c.precision, "width": run.source.length, "input_kind": "regions" if regions else "fasta",
         "center": c.center if regions else None, "off_genome": c.off_genome if regions else None,
+        REGIONS_FORMAT: regions_format(c.regions) if regions else None,
         "allow_gradient": list(c.allow_gradient) or None, "n_targets": len(run.targets),
         "layout": c.layout if c.layout != Layout.AUTO else None,
         "control_inputs": c.control_inputs if c.control_inputs != ControlInputs.ZEROS else None,

@@ -90,7 +90,7 @@ def score_chunk(run, c0: int, c1: int, progress, done: int, inputs=None):
     regions = None
     if source.regions is not None:
         rows = slice(run.row_start + c0, run.row_start + c1)
-        regions = {k: source.regions[k][rows] for k in ("chrom", "start", "end", "strand")}
+        regions = {k: source.regions[k][rows] for k in ("chrom", "start", "end", "strand", "line")}
 
     def write():
         for t, w in enumerate(run.writers):

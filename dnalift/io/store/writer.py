@@ -37,6 +37,7 @@ from dnalift.errors import (DiskFullError, OutputExistsError, OutputWriteError, 
 from dnalift.io.store import schema
 from dnalift.io.store._h5 import (CACHE_BYTES, NO_SPACE, fmt_rows, io_errno, mb, normalize_attr,
                                   package_version, read_attrs, to_numpy)
+from dnalift.io.store.kept import write_kept_regions
 from dnalift.io.store.lock import OutputLock
 
 __all__ = ["ResultWriter"]
@@ -301,8 +302,9 @@ class ResultWriter:
         names : sequence of b str
         predictions, reference_predictions, deltas : array (b,)
         regions : mapping, optional
-            ``chrom``, ``start``, ``end``, ``strand`` arrays of length b (other keys are ignored);
-            required when the writer was made with ``regions=True``.
+            ``chrom``, ``start``, ``end``, ``strand`` arrays of length b and optionally ``line`` (the input
+            lines, for the kept regions file; other keys are ignored); required when the writer was made with
+            ``regions=True``.
 
         Numpy arrays and CPU or GPU torch tensors are accepted. Rows of a chunk wait in memory until
         the chunk is whole, then the chunk is written and flushed.
@@ -365,6 +367,8 @@ class ResultWriter:
                 if value.shape != (b,):
                     raise StoreError(f"{self.path}: regions[{key!r}] must have shape ({b},), got {value.shape}")
                 out[schema.region_path(key)] = value
+            lines = regions.get(schema.REGION_LINE)  # optional: rows copied from older files have none
+            out[schema.region_path(schema.REGION_LINE)] = np.asarray([""] * b if lines is None else lines, object)
         elif regions is not None:
             raise StoreError(f"{self.path}: regions given but the writer was made with regions=False")
         return out
@@ -470,6 +474,7 @@ class ResultWriter:
                                     f"(the results are in {self.partial.name})", argument="output")
         with open(self.partial, "rb+") as handle:
             os.fsync(handle.fileno())
+        write_kept_regions(self.partial, self.path)  # in place before the result: a finished result has it
         os.replace(self.partial, self.path)
         logger.info("wrote %s (%d sequences)", self.path, self.n)
         return self.path
