@@ -24,7 +24,7 @@ from dnalift.cli import cli
 from dnalift.errors import OptionError
 from dnalift.io.store import merge_results, open_results, partial_path, validate_results
 from dnalift.io.store.schema import kept_regions_path, regions_format
-from dnalift.pipeline import ScoreConfig
+from dnalift.pipeline.config import ScoreConfig
 
 L = 16
 
