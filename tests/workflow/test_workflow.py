@@ -211,6 +211,9 @@ def test_dry_run_with_regions_adds_the_bigwig(tmp_path):
     kept = kept_regions_path("results/test/scores.h5", regions_format(bed))
     assert re.search(rf"rule merge:\n(?:\s+\w+: .*\n)*?\s+output: results/test/scores\.h5, {re.escape(str(kept))}\n",
                      res.stdout), res.stdout
+    # a FASTA of references is an input of the shards: a change to it reruns them
+    shard_inputs = re.search(r"rule score_shard:\n\s+input: (.*)", res.stdout).group(1)
+    assert shard_inputs.split(", ") == [str(bed), str(genome), str(refs), str(DEMO / "model.pt")]
     narrow = tmp_path / "peaks.narrowPeak.gz"
     narrow.write_bytes(b"")
     res = snakemake(tmp_path, "-n", config={
@@ -220,9 +223,6 @@ def test_dry_run_with_regions_adds_the_bigwig(tmp_path):
     assert kept.name == "scores.regions.narrowPeak"
     assert re.search(rf"rule average:\n(?:\s+\w+: .*\n)*?\s+output: results/test/scores\.h5, {re.escape(str(kept))}\n",
                      res.stdout), res.stdout
-    # a FASTA of references is an input of the shards: a change to it reruns them
-    shard_inputs = re.search(r"rule score_shard:\n\s+input: (.*)", res.stdout).group(1)
-    assert shard_inputs.split(", ") == [str(bed), str(genome), str(refs), str(DEMO / "model.pt")]
 
 
 @pytest.mark.parametrize("config, message", [
