@@ -168,15 +168,16 @@ def live_run(output: str) -> str | None:
     return None
 
 
-def wait_for_live_run(output: str, *, poll: float = 10.0) -> None:
+def wait_for_live_run(output: str, *, poll: float = 10.0, earlier_log: str | None = None) -> None:
     """Wait while another dnalift run writes ``output`` (a shard job left running by a killed Snakemake: it goes
     on, and would refuse this job's run), saying so in the log first."""
     pid = live_run(output)
     if pid is None:
         return
+    where = f"; its log goes on in {earlier_log}" if earlier_log else ""
     print(f"resume_or_restart: {output} is being written by another dnalift run (process {pid}, e.g. a shard job "
-          f"of a Snakemake that was killed); waiting for it to end. To stop it instead: kill {pid} (its complete "
-          f"chunks are kept and this job finishes them)", flush=True)
+          f"of a Snakemake that was killed){where}; waiting for it to end. To stop it instead: kill {pid} (its "
+          f"complete chunks are kept and this job finishes them)", flush=True)
     while live_run(output) is not None:
         time.sleep(poll)
     print("resume_or_restart: that run has ended", flush=True)
@@ -202,11 +203,15 @@ def run_job(smk) -> None:
     to the log and replace this process with the command."""
     command = [*shlex.split(smk.params.dnalift), "score", smk.input.model, *shlex.split(smk.params.sequences),
                *shlex.split(smk.params.options), "--shard", smk.wildcards.shard, "-o", smk.output[0]]
+    earlier_log = None
+    if live_run(smk.output[0]) is not None and os.path.exists(smk.log[0]):
+        earlier_log = smk.log[0] + ".earlier"  # that run writes on to its log: moved out of this job's way
+        os.replace(smk.log[0], earlier_log)
     log = os.open(smk.log[0], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
-    wait_for_live_run(smk.output[0])
+    wait_for_live_run(smk.output[0], earlier_log=earlier_log)
     left = left_by_earlier_run(command, inputs=list(smk.input))
     if left == "done":
         print(f"resume_or_restart: {smk.output[0]} was finished by that run, with this command: nothing to do",
