@@ -135,8 +135,9 @@ def test_schema_choices_are_dnalift_enums():
     assert score["n_policy"]["enum"] == list(NPolicy.values())
     assert schema["properties"]["center"]["enum"] == list(Center.values())
     # and config/config.yaml documents every score option the schema has
-    documented = yaml.safe_load((WF / "config" / "config.yaml").read_text())["score"]
-    assert set(documented) == set(score)
+    documented = yaml.safe_load((WF / "config" / "config.yaml").read_text())
+    assert set(documented["score"]) == set(score)
+    assert set(documented["finemo"]) == set(schema["properties"]["finemo"]["properties"])
 
 
 def job_resources(output: str, rule: str) -> list[dict[str, str]]:
