@@ -189,3 +189,29 @@ def test_finemo_reads_the_result_with_its_kept_regions(files, tmp_path):
     with pytest.raises(ValueError, match="peak region count of 8"):
         extract_regions_chrombpnet_h5(str(files.peaks), None, [str(out)], str(tmp_path / "bad.npz"), L)
     assert not (tmp_path / "bad.npz").exists()
+
+
+def test_a_kept_regions_file_that_cannot_be_written_keeps_the_result_unfinished(files, tmp_path, monkeypatch):
+    """A full disk while writing the kept regions: no kept regions file (nor its partial name), no result under
+    its final name, the complete partial result kept; the same command with resume then finishes both."""
+    import errno
+
+    import dnalift.io.store.kept as kept_module
+    from dnalift.errors import DiskFullError
+
+    real = kept_module._write_lines
+
+    def full(dataset, partial):
+        partial.write_text("half a line")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(kept_module, "_write_lines", full)
+    out = tmp_path / "scores.h5"
+    with pytest.raises(DiskFullError, match="cannot write the kept regions .*scores.regions.narrowPeak"):
+        score(files, out)
+    assert not out.exists() and partial_path(out).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [partial_path(out).name]
+    monkeypatch.setattr(kept_module, "_write_lines", real)
+    score(files, out, resume=True)
+    assert kept_lines(kept_regions_path(out, "narrowPeak")) == files.kept
+    assert validate_results(out) == []
