@@ -120,16 +120,17 @@ class ResultReader:
 
     @property
     def regions(self) -> dict[str, np.ndarray] | None:
-        """``{"chrom", "start", "end", "strand"}`` arrays of all rows, or None when the input was FASTA."""
-        return self.regions_of(slice(None))
+        """``{"chrom", "start", "end", "strand"}`` arrays of all rows (not the input lines: :meth:`regions_of`
+        reads those chunk by chunk), or None when the input was FASTA."""
+        return self.regions_of(slice(None), lines=False)
 
-    def regions_of(self, idx) -> dict[str, np.ndarray] | None:
+    def regions_of(self, idx, *, lines: bool = True) -> dict[str, np.ndarray] | None:
         """The regions of rows ``idx`` (a slice), or None when the input was FASTA: ``chrom``, ``start``,
-        ``end``, ``strand`` and, when the file has them, the input lines (``line``)."""
+        ``end``, ``strand`` and, when the file has them and ``lines``, the input lines (``line``)."""
         if schema.REGIONS not in self._f:
             return None
         g = self._f[schema.REGIONS]
-        keys = [k for k in (*schema.REGION_FIELDS, schema.REGION_LINE) if k in g]
+        keys = [k for k in (*schema.REGION_FIELDS, schema.REGION_LINE) if k in g and (lines or k != schema.REGION_LINE)]
         return {k: (g[k].asstr()[idx] if g[k].dtype.kind == "O" else g[k][idx]) for k in keys}
 
     @property
@@ -142,7 +143,7 @@ class ResultReader:
 
     def region(self, index: int) -> tuple[str, int, int, str] | None:
         """``(chrom, start, end, strand)`` of one row (0-based half-open), or None."""
-        r = self.regions_of(index)
+        r = self.regions_of(index, lines=False)
         return None if r is None else (r["chrom"], int(r["start"]), int(r["end"]), r["strand"])
 
     # -- data
