@@ -49,13 +49,21 @@ from dnalift.attribution.pairing import near_zero_threshold
 from dnalift.errors import TargetError
 from dnalift.options import StandardTarget
 
-__all__ = ["Target", "resolve_targets", "output_table", "PROFILE", "PROFILE_FIXED", "COUNTS"]
+__all__ = ["Target", "resolve_targets", "output_table", "PROFILE", "PROFILE_FIXED", "COUNTS",
+           "STANDARD_MEANINGS"]
 
 PROFILE = StandardTarget.PROFILE.value
 PROFILE_FIXED = StandardTarget.PROFILE_FIXED.value
 COUNTS = StandardTarget.COUNTS.value
 #: how each standard target computes its value
 _HOW = {COUNTS: "sum", PROFILE: PROFILE, PROFILE_FIXED: PROFILE_FIXED}
+#: the standard targets in a line each (``dnalift info``)
+STANDARD_MEANINGS = {
+    COUNTS: "the count head (summed over its outputs if several)",
+    PROFILE: "sum softmax(l')*l' of the profile logits, l' = l - mean l, each row (sequence, reference) with "
+             "its own softmax: what bpnet-lite's ProfileWrapper and chrombpnet explain",
+    PROFILE_FIXED: "the same with the sequence's softmax held fixed for its references (a linear target)",
+}
 
 
 @dataclasses.dataclass(frozen=True)
