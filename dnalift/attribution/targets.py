@@ -1,7 +1,8 @@
-"""What to explain: targets by output index, output name, or the two standard targets of profile models.
+"""What to explain: targets by output index, output name, or the standard targets of profile models.
 
 A target reduces the model's outputs on a batch of rows to one value per row, linearly (so that DeepLIFT's
-multipliers of the target are those of the outputs). The spellings (the ``target`` of
+multipliers of the target are those of the outputs), except ``profile``, whose products are a nonlinearity
+with their own Rescale multipliers. The spellings (the ``target`` of
 :func:`~dnalift.attribution.engine.attribute`, ``--target`` of ``dnalift score``):
 
 ``I``
@@ -25,9 +26,9 @@ multipliers of the target are those of the outputs). The spellings (the ``target
     held constant for its references (a stop-gradient on the softmax). It also sums to delta; its scores differ
     from the ``profile`` ones (the references are weighted by the sequence's softmax, not their own).
 
-``counts`` and ``profile`` (both profile targets) are the outputs of those names (dict keys) or, for a model returning two tensors
-whose first is ``(n, channels, positions)`` and second ``(n, k)``, the first (profile) and second (counts):
-the bpnet-lite and chrombpnet layout. A function of the output can also be given (API only): it receives the
+``counts`` and ``profile`` (both profile targets) are the outputs of those names (dict keys) or, for a model
+returning two tensors whose first is ``(n, channels, positions)`` and second ``(n, k)``, the first (profile)
+and second (counts): the bpnet-lite and chrombpnet layout. A function of the output can also be given (API only): it receives the
 output tensor (a dict of them for a model with several outputs) and must be linear in it.
 
 A target gets, beside the outputs of the rows it is computed on, an *anchor* (:meth:`Target.anchor`): what it
