@@ -28,8 +28,9 @@ with their own Rescale multipliers. The spellings (the ``target`` of
 
 ``counts`` and ``profile`` (both profile targets) are the outputs of those names (dict keys) or, for a model
 returning two tensors whose first is ``(n, channels, positions)`` and second ``(n, k)``, the first (profile)
-and second (counts): the bpnet-lite and chrombpnet layout. A function of the output can also be given (API only): it receives the
-output tensor (a dict of them for a model with several outputs) and must be linear in it.
+and second (counts): the bpnet-lite and chrombpnet layout. A function of the output can also be given (API
+only): it receives the output tensor (a dict of them for a model with several outputs) and must be linear in
+it.
 
 A target gets, beside the outputs of the rows it is computed on, an *anchor* (:meth:`Target.anchor`): what it
 needs of the sequences' own outputs, repeated for each reference row (the softmax weights of ``profile-fixed``,
