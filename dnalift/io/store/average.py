@@ -139,7 +139,8 @@ def _check_same_scoring(infos: list[dict]) -> None:
     params = _shared(first["attrs"])
     for info in infos[1:]:
         other = _shared(info["attrs"])
-        for key in sorted(set(params) | set(other)):
+        keys = set(params) | set(other)
+        for key in [k for k in _MEANING if k in keys] + sorted(keys - set(_MEANING)):  # the telling ones first
             if params.get(key) != other.get(key):
                 _mismatch(first, info, key, params.get(key, "(none)"), other.get(key, "(none)"))
         for key in ("n", "length", "regions"):
