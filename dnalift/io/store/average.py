@@ -101,7 +101,7 @@ def _check_folds(paths: list[Path], output: Path, force: bool) -> list[dict]:
     if os.path.realpath(output) in real:
         raise StoreError(f"the output {output} is one of the folds; choose another output", argument="output")
     if output.exists() and not force:
-        raise OutputExistsError(f"{output} exists; pass force=True (--force) to overwrite it or choose another "
+        raise OutputExistsError(f"{output} exists; pass force=True to overwrite it or choose another "
                                 f"output", argument="output", path=str(output))
     infos = [_fold_info(p) for p in paths]
     _check_same_scoring(infos)
@@ -120,7 +120,7 @@ def _fold_info(p: Path) -> dict:
                 raise StoreError(f"{p} has no {key} dataset; it is damaged: run `dnalift inspect {p}`",
                                  argument="paths", path=str(p))
         if not f[schema.CHUNKS_COMPLETE][...].all():
-            raise StoreError(f"{p} is incomplete (not every chunk was written); finish that run with --resume "
+            raise StoreError(f"{p} is incomplete (not every chunk was written); finish that run with resume=True "
                              f"first", argument="paths", path=str(p))
         shape = f[schema.RAW].shape
         regions = schema.REGIONS in f
