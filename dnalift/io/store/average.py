@@ -71,11 +71,11 @@ def average_results(paths: Sequence[str | os.PathLike], output: str | os.PathLik
     paths, output = [Path(p) for p in paths], Path(output)
     infos = _check_folds(paths, output, force)
     first = infos[0]
-    writer = _AverageWriter(output, folds=len(infos), n=first["n"], length=first["length"], attrs=_attrs(infos,
-                            command_line), chunk_size=int(first["attrs"].get("chunk_size") or
-                                                          schema.default_chunk_size(first["length"])),
-                            compression=str(first["attrs"].get("compression", "gzip")), regions=first["regions"],
-                            force=force)
+    storage = first["attrs"]
+    writer = _AverageWriter(output, folds=len(infos), n=first["n"], length=first["length"],
+                            attrs=_attrs(infos, command_line), regions=first["regions"], force=force,
+                            chunk_size=int(storage.get("chunk_size") or schema.default_chunk_size(first["length"])),
+                            compression=str(storage.get("compression", "gzip")))
     step = max(1, int(chunk_size or writer.chunk_size))
     try:
         with contextlib.ExitStack() as stack:
