@@ -111,6 +111,9 @@ def test_other_rows_are_refused_while_streaming(tmp_path):
     names = [f"peak{i}" for i in range(23)]
     names[17] = "other"
     _refused(tmp_path, fold(tmp_path / "b.h5", 1, names=names), "name the sequences of rows 15-19 differently")
+    with pytest.raises(FoldMismatchError):  # the folder the output was to go in is not left either
+        average_results([tmp_path / "a.h5", tmp_path / "b.h5"], tmp_path / "new" / "mean.h5")
+    assert not (tmp_path / "new").exists()
     raw = _sequences(23)
     raw[21] = _sequences(1, seed=9)[0]
     (tmp_path / "b.h5").unlink()
@@ -132,7 +135,7 @@ def test_files_that_cannot_be_averaged(tmp_path):
     mean = average_results([a, b], tmp_path / "m.h5")
     with pytest.raises(StoreError, match="already an average"):
         average_results([mean, a], tmp_path / "m2.h5")
-    with pytest.raises(OutputExistsError, match="--force"):
+    with pytest.raises(OutputExistsError, match="force=True"):
         average_results([a, b], mean)
     assert average_results([b, a], mean, force=True) == mean
     with h5py.File(b, "r+") as f:

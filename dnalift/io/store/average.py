@@ -72,6 +72,7 @@ def average_results(paths: Sequence[str | os.PathLike], output: str | os.PathLik
     infos = _check_folds(paths, output, force)
     first = infos[0]
     storage = first["attrs"]
+    new_folder = not output.parent.exists()
     writer = _AverageWriter(output, folds=len(infos), n=first["n"], length=first["length"],
                             attrs=_attrs(infos, command_line), regions=first["regions"], force=force,
                             chunk_size=int(storage.get("chunk_size") or schema.default_chunk_size(first["length"])),
@@ -84,6 +85,9 @@ def average_results(paths: Sequence[str | os.PathLike], output: str | os.PathLik
                 _average_block(readers, writer, slice(start, min(start + step, first["n"])))
     except BaseException:
         writer.close(success=False, discard=True)  # an average never resumes: leave nothing behind
+        if new_folder:
+            with contextlib.suppress(OSError):
+                output.parent.rmdir()
         raise
     writer.close(success=True)
     return output
