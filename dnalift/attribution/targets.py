@@ -66,6 +66,9 @@ STANDARD_MEANINGS = {
              "its own softmax: what bpnet-lite's ProfileWrapper and chrombpnet explain",
     PROFILE_FIXED: "the same with the sequence's softmax held fixed for its references (a linear target)",
 }
+#: the endings of chrombpnet's output layer names (``wo_bias_bpnet_logcount_predictions``), which make an output
+#: the profile or the counts
+CHROMBPNET_OUTPUTS = {PROFILE: "logits_profile_predictions", COUNTS: "logcount_predictions"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,6 +204,10 @@ def _standard(outputs) -> dict:
     for role in (PROFILE, COUNTS):
         if role in names:
             found[role] = names.index(role)
+            continue
+        ends = [i for i, n in enumerate(names) if n and n.endswith(CHROMBPNET_OUTPUTS[role])]
+        if len(ends) == 1:  # chrombpnet's Keras output layers, with or without a prefix
+            found[role] = ends[0]
     if not found and len(outputs) == 2 and len(outputs[0].shape) == 2 and len(outputs[1].shape) == 1:
         found = {PROFILE: 0, COUNTS: 1}
     if PROFILE in found:

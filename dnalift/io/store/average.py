@@ -74,7 +74,8 @@ def average_results(paths: Sequence[str | os.PathLike], output: str | os.PathLik
     storage = first["attrs"]
     new_folder = not output.parent.exists()
     writer = _AverageWriter(output, folds=len(infos), n=first["n"], length=first["length"],
-                            attrs=_attrs(infos, command_line), regions=first["regions"], force=force,
+                            attrs=_attrs(infos, command_line), regions=first["regions"],
+                            variants=first["variants"], force=force,
                             chunk_size=int(storage.get("chunk_size") or schema.default_chunk_size(first["length"])),
                             compression=str(storage.get("compression", "gzip")))
     step = max(1, int(chunk_size or writer.chunk_size))
@@ -127,8 +128,8 @@ def _fold_info(p: Path) -> dict:
             raise StoreError(f"{p} is incomplete (not every chunk was written); finish that run with resume=True "
                              f"first", argument="paths", path=str(p))
         shape = f[schema.RAW].shape
-        regions = schema.REGIONS in f
-    return {"path": p, "attrs": attrs, "n": shape[0], "length": shape[2], "regions": regions}
+        regions, variants = schema.REGIONS in f, schema.VARIANT_IDS in f
+    return {"path": p, "attrs": attrs, "n": shape[0], "length": shape[2], "regions": regions, "variants": variants}
 
 
 def _shared(attrs: dict) -> dict:
@@ -147,7 +148,7 @@ def _check_same_scoring(infos: list[dict]) -> None:
         for key in [k for k in _MEANING if k in keys] + sorted(keys - set(_MEANING)):  # the telling ones first
             if params.get(key) != other.get(key):
                 _mismatch(first, info, key, params.get(key, "(none)"), other.get(key, "(none)"))
-        for key in ("n", "length", "regions"):
+        for key in ("n", "length", "regions", "variants"):
             if info[key] != first[key]:
                 _mismatch(first, info, key, first[key], info[key])
     seen: dict = {}
@@ -182,13 +183,13 @@ def _attrs(infos: list[dict], command_line: str | None) -> dict:
 def _average_block(readers: list[ResultReader], writer: "_AverageWriter", sl: slice) -> None:
     """Rows ``sl`` of every fold, checked to be the same sequences, averaged and written."""
     first = readers[0]
-    names, raw, regions = first.names_of(sl), first.raw(sl), first.regions_of(sl)
+    names, raw, regions, variants = first.names_of(sl), first.raw(sl), first.regions_of(sl), first.variants_of(sl)
     hyp = first.hypothetical(sl).astype(np.float64)
     rows = {key: first._get(key, sl).astype(np.float64) for key in schema.ROW_VALUES}
     folds = np.empty((len(names), len(readers)), np.float32)
     folds[:, 0] = first.predictions(sl)
     for j, r in enumerate(readers[1:], 1):
-        _check_same_rows(first, r, sl, names, raw, regions)
+        _check_same_rows(first, r, sl, names, raw, regions, variants)
         hyp += r.hypothetical(sl)
         for key in schema.ROW_VALUES:
             rows[key] += r._get(key, sl)
@@ -196,10 +197,10 @@ def _average_block(readers: list[ResultReader], writer: "_AverageWriter", sl: sl
     k = len(readers)
     writer.write_folds(sl.start, folds)
     writer.write(sl.start, raw=raw, hypothetical=(hyp / k).astype(np.float32), names=names, regions=regions,
-                 **{key: (value / k).astype(np.float32) for key, value in rows.items()})
+                 variants=variants, **{key: (value / k).astype(np.float32) for key, value in rows.items()})
 
 
-def _check_same_rows(first: ResultReader, other: ResultReader, sl: slice, names, raw, regions) -> None:
+def _check_same_rows(first: ResultReader, other: ResultReader, sl: slice, names, raw, regions, variants) -> None:
     rows = fmt_rows(sl.start, sl.stop)
     if not np.array_equal(other.names_of(sl), names):
         raise FoldMismatchError(f"{first.path} and {other.path} name the sequences of {rows} differently; average "
@@ -209,11 +210,12 @@ def _check_same_rows(first: ResultReader, other: ResultReader, sl: slice, names,
         raise FoldMismatchError(f"{first.path} and {other.path} hold other sequences in {rows}; average files of "
                                 f"the same sequences", argument="paths", key="raw", first=str(first.path),
                                 other=str(other.path))
-    theirs = other.regions_of(sl)
-    if regions is not None and any(not np.array_equal(theirs[k], regions[k]) for k in schema.REGION_FIELDS):
-        raise FoldMismatchError(f"{first.path} and {other.path} hold other windows in {rows}; average files of "
-                                f"the same windows", argument="paths", key="regions", first=str(first.path),
-                                other=str(other.path))
+    for what, ours, theirs in (("windows", regions, other.regions_of(sl)),
+                               ("variants", variants, other.variants_of(sl))):
+        if ours is not None and any(not np.array_equal(theirs[k], ours[k]) for k in ours):
+            raise FoldMismatchError(f"{first.path} and {other.path} hold other {what} in {rows}; average files of "
+                                    f"the same {what}", argument="paths", key=what, first=str(first.path),
+                                    other=str(other.path))
 
 
 class _AverageWriter(ResultWriter):
