@@ -27,7 +27,15 @@ def _sequences(n, seed=0):
     return raw
 
 
-def fold(path, fold_id, *, n=23, chunk_size=5, names=None, raw=None, regions=True, **attrs):
+def _variants(n, alt="T"):
+    k = np.arange(n) // 2
+    return {"variant_ids": np.array([f"rs{i}" for i in k], dtype=object), "alleles": (np.arange(n) % 2).astype(np.int8),
+            "chrom": np.array(["chr1"] * n, dtype=object), "pos": k.astype(np.int64) * 10,
+            "ref": np.array(["A"] * n, dtype=object), "alt": np.array([alt] * n, dtype=object),
+            "offset": np.full(n, L // 2, np.int64)}
+
+
+def fold(path, fold_id, *, n=23, chunk_size=5, names=None, raw=None, regions=True, variants=None, **attrs):
     """A complete result file of fold ``fold_id``: the same sequences for every fold, its own scores."""
     rng = np.random.default_rng(100 + fold_id)
     raw = _sequences(n) if raw is None else raw
@@ -37,10 +45,11 @@ def fold(path, fold_id, *, n=23, chunk_size=5, names=None, raw=None, regions=Tru
     own = {**BASE, "model_sha256": f"{fold_id:02d}" * 32, "model_path": f"fold{fold_id}.torch", **attrs}
     where = {"chrom": np.array(["chr1"] * n, dtype=object), "start": np.arange(n, dtype=np.int64) * 7,
              "end": np.arange(n, dtype=np.int64) * 7 + L, "strand": np.array(["+"] * n, dtype=object)}
-    with ResultWriter(path, n=n, length=L, attrs=own, chunk_size=chunk_size, regions=regions) as w:
+    with ResultWriter(path, n=n, length=L, attrs=own, chunk_size=chunk_size, regions=regions,
+                      variants=variants is not None) as w:
         w.write(0, raw=raw, hypothetical=hyp, names=names or [f"peak{i}" for i in range(n)], predictions=pred,
                 reference_predictions=ref, deltas=(hyp * raw).sum((1, 2)) - (pred - ref),
-                regions=where if regions else None)
+                regions=where if regions else None, variants=variants)
     return path
 
 
@@ -188,3 +197,16 @@ def test_several_target_files_average_per_target(tmp_path):
         fold_groups([tmp_path / "fold0.h5", tmp_path / "fold1.h5"], tmp_path / "m.h5")
     with pytest.raises(StoreError, match="no such file, and no per-target files"):
         fold_groups([tmp_path / "fold0.h5", tmp_path / "nothing.h5"], tmp_path / "m.h5")
+
+
+def test_variant_files_keep_their_variants(tmp_path):
+    paths = [fold(tmp_path / f"v{i}.h5", i, n=8, regions=False, variants=_variants(8)) for i in range(2)]
+    out = average_results(paths, tmp_path / "mean.h5")
+    assert validate_results(out) == []
+    mean, first = read_all(out)[0], read_all(paths[0])[0]
+    for key in ("variant_ids", "alleles", "variants/pos", "variants/alt"):
+        np.testing.assert_array_equal(mean[key], first[key])
+    other = fold(tmp_path / "w.h5", 2, n=8, regions=False, variants=_variants(8, alt="G"))
+    with pytest.raises(FoldMismatchError, match="hold other variants in rows 0-4"):
+        average_results([paths[0], other], tmp_path / "mean2.h5")
+    assert not (tmp_path / "mean2.h5").exists()
