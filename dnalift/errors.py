@@ -34,6 +34,7 @@ __all__ = [
     "IncompleteResultError",
     "ResumeMismatchError",
     "ShardMismatchError",
+    "FoldMismatchError",
     "NameNotFoundError",
     "OutputInUseError",
     "OutputWriteError",
@@ -172,6 +173,11 @@ class ResumeMismatchError(StoreError):
 class ShardMismatchError(StoreError):
     """Shards given to merge do not come from one run. ``details`` has ``key``, ``first`` and ``other`` (the
     two files) and the two values where an attribute differs."""
+
+
+class FoldMismatchError(StoreError):
+    """Files given to average are not the folds of one scoring (other sequences, windows, target, references or
+    options, or one model twice). ``details`` has ``key``, ``first`` and ``other`` (the two files)."""
 
 
 class NameNotFoundError(StoreError, LookupError):

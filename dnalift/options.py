@@ -159,3 +159,13 @@ def parse_shard(spec) -> tuple[int, int]:
         raise _option_error(f"shard={spec!r}: i must be between 1 and n (1-of-{k} ... {k}-of-{k})", "shard",
                             value=spec)
     return i, n
+
+
+class StandardTarget(Choice):
+    """The standard targets of a profile model (BPNet, ChromBPNet; :mod:`dnalift.attribution.targets`): the count
+    head; the profile logits weighted by their softmax as bpnet-lite and chrombpnet explain them (each row its
+    own softmax, the product a Rescale nonlinearity); or the same with the sequence's softmax held constant."""
+
+    COUNTS = "counts"
+    PROFILE = "profile"
+    PROFILE_FIXED = "profile-fixed"

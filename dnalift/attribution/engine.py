@@ -176,8 +176,8 @@ def attribute(model, X, references, *, target=0, rule: str = "rescale", max_rule
         References per sequence, or one set shared by all sequences.
     target : int, str, callable, Target, or a list of them
         What to explain (:mod:`dnalift.attribution.targets`): an output index, an output name or
-        ``NAME:INDEX``, ``"counts"``, ``"profile"``, or a function of the output that is linear in it. A list
-        scores several targets in one pass and adds a target axis after n to every result.
+        ``NAME:INDEX``, ``"counts"``, ``"profile"``, ``"profile-fixed"``, or a function of the output that is
+        linear in it. A list scores several targets in one pass and adds a target axis after n to every result.
     rule : {"rescale", "revealcancel", "genomics"}
         Rule for elementwise nonlinearities (see :mod:`dnalift.attribution.modes`).
     max_rule : {"exact", "gradient"}

@@ -122,21 +122,21 @@ class Runner:
         """
         x_env = self.forward(inputs)
         x_out = self._outputs(x_env)
-        weights = [t.weights(x_out[t.output]) for t in targets]
-        on_inputs = [t(x_out, w) for t, w in zip(targets, weights)]
-        ref_weights = [pairing.expand(w, 0) if w is not None else None for w in weights]
+        anchors = [t.anchor(x_out[t.output]) for t in targets]
+        on_inputs = [t(x_out, a) for t, a in zip(targets, anchors)]
+        ref_anchors = [pairing.expand(a, 0) if a is not None else None for a in anchors]
         dims = [self.plan.batch_dims.get(o.node.name) or 0 for o in self.plan.outputs]
         with torch.enable_grad():
             if not self.plan.split_pass:
                 leaf, ref_out = self.rescale_pass(refs, x_env, pairing)
-                values = [t(ref_out, w) for t, w in zip(targets, ref_weights)]
+                values = [t(ref_out, w) for t, w in zip(targets, ref_anchors)]
                 on_refs = [v.detach() for v in values]
             else:
                 leaf, d_out, ref_out = self.split_pass(refs, x_env, pairing, inputs)
-                on_refs = [t(ref_out, w) for t, w in zip(targets, ref_weights)]
+                on_refs = [t(ref_out, w) for t, w in zip(targets, ref_anchors)]
                 x_rep = [pairing.expand(x, d) for x, d in zip(x_out, dims)]
                 below = [x - d for x, d in zip(x_rep, d_out)]
-                values = [t(x_rep, w) - t(below, w) for t, w in zip(targets, ref_weights)]
+                values = [t(x_rep, w) - t(below, w) for t, w in zip(targets, ref_anchors)]
             multipliers = []
             for i, value in enumerate(values):
                 (grad,) = torch.autograd.grad(value.sum(), leaf, retain_graph=i < len(values) - 1,

@@ -46,10 +46,12 @@ SCORING_OPTIONS = (
                       "layers."),
     click.option("--max-rule", type=click.Choice(MaxRule.values()), default="exact", show_default=True,
                  help="Max pooling: the exact rule (sums to delta) or the original code's gradient rule."),
-    click.option("--target", "targets", multiple=True, metavar="INDEX|NAME[:INDEX]|counts|profile",
+    click.option("--target", "targets", multiple=True, metavar="INDEX|NAME[:INDEX]|counts|profile|profile-fixed",
                  help="Model output to explain (default 0): an index, an output name or NAME:INDEX for a model "
-                      "returning a tuple or dict, or a profile model's 'counts' or 'profile' (BPNet, ChromBPNet). "
-                      "Repeat to score several targets in one pass (one file each)."),
+                      "returning a tuple or dict, or a profile model's 'counts', 'profile' (bpnet-lite's and "
+                      "chrombpnet's: each reference weighted by its own softmax) or 'profile-fixed' (the "
+                      "sequence's softmax held fixed). Repeat to score several targets in one pass (one file "
+                      "each)."),
     click.option("--layout", type=click.Choice(Layout.values()), default="auto", show_default=True,
                  help="The model's input layout: channels first (n, 4, L), channels last (n, L, 4) as Enformer "
                       "takes, or auto (found by running the model)."),

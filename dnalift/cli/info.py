@@ -123,7 +123,13 @@ def _echo_outputs(m, outputs) -> None:
         shape = ", ".join(map(str, o["shape"]))
         click.echo(f"output:  (n, {shape}): {o['units']} target(s), --target 0..{o['units'] - 1}{names}")
         return
+    from dnalift.attribution.targets import STANDARD_MEANINGS
+
     click.echo(f"outputs: {len(outputs)}")
     for o in outputs:
         shape = ", ".join(map(str, o["shape"]))
         click.echo(f"  {o['name']}: (n, {shape}); --target {' | '.join(o['targets'])}")
+    accepted = {t for o in outputs for t in o["targets"]}
+    for name, meaning in STANDARD_MEANINGS.items():
+        if name in accepted:
+            click.echo(f"  --target {name}: {meaning}")

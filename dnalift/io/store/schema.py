@@ -39,6 +39,11 @@ garbage; string datasets take no filters)::
     variants/offset        (n,)  int64        L // 2); see dnalift.io.variant_source for the windows
     regions/line           (n,)  str          the line of the BED/narrowPeak input that gave the row, as it
                                               was (no newline); older files lack it
+    fold_predictions       (n, k) float32     only in a file written by ``dnalift average`` of k folds: each
+                                              fold's predictions, in the order of ``averaged_from``; the
+                                              float datasets above hold the folds' means (computed in
+                                              float64, stored float32), so ``predictions`` is the mean of
+                                              these columns and the file sums to delta as each fold does
 
 The axis order is (sequence, base, position), the one TF-MoDISco lite reads from ``shap/seq`` and
 ``raw/seq`` and that chrombpnet writes. Row ``i`` of every dataset is the same sequence. Positions are
@@ -66,6 +71,10 @@ Root attributes (scalars or strings; lists and dicts are stored as JSON strings)
     shard, row_start, row_stop, n_total
                      only in a shard written with ``--shard i-of-n`` (1-based ``i``): this file holds
                      rows [row_start, row_stop) of a run over n_total sequences; merge joins the shards
+    averaged_from, n_folds, fold_model_sha256, fold_model_path
+                     only in a file written by ``dnalift average``: the fold files' names, their number,
+                     and their models' fingerprints and paths (JSON lists, in the order of the
+                     ``fold_predictions`` columns); such a file has no ``model_sha256`` or ``model_path``
 
 Kept regions (a file beside a result scored from regions): ``OUT.regions.narrowPeak`` (narrowPeak input) or
 ``OUT.regions.bed`` (any other BED) beside ``OUT.h5`` (:func:`kept_regions_path`): the input lines of its rows,
@@ -94,6 +103,8 @@ __all__ = [
     "PROVENANCE_ATTRS", "FINGERPRINT_ATTRS", "COMPRESSIONS", "partial_path", "lock_path", "default_chunk_size",
     "parse_shard", "shard_attrs", "n_chunks", "comparable", "ROW_VALUES", "REGION_LINE", "REGIONS_FORMAT",
     "KEPT_REGIONS_SUFFIXES", "regions_format", "kept_regions_path",
+    "FOLD_PREDICTIONS", "FOLD_ATTRS",
+    "AVERAGE_ATTRS",
 ]
 
 FORMAT_VERSION = 1
@@ -111,6 +122,7 @@ PREDICTIONS = "predictions"
 REFERENCE_PREDICTIONS = "reference_predictions"
 DELTAS = "deltas"
 CHUNKS_COMPLETE = "chunks_complete"
+FOLD_PREDICTIONS = "fold_predictions"
 REGIONS = "regions"
 REGION_FIELDS = ("chrom", "start", "end", "strand")
 VARIANT_IDS = "variant_ids"
@@ -164,14 +176,18 @@ def region_path(field: str) -> str:
 #: attributes that differ between shards of one run (and ``n``, which is a dataset shape)
 SHARD_ATTRS = ("shard", "row_start", "row_stop", "n_total")
 #: attributes that say when and how a file was made rather than what it holds
-VOLATILE_ATTRS = ("created", "command_line", "merged_from")
+VOLATILE_ATTRS = ("created", "command_line", "merged_from", "averaged_from")
 #: attributes about storage, not results
 STORAGE_ATTRS = ("chunk_size", "compression")
 #: where the inputs were: recorded, never compared (a relative and an absolute path name one file)
-PROVENANCE_ATTRS = ("model_path", "input", "genome", "reference_path")
+PROVENANCE_ATTRS = ("model_path", "input", "genome", "reference_path", "fold_model_path")
 #: what identifies the inputs: compared by resume and merge
 FINGERPRINT_ATTRS = ("input_sha256", "model_sha256", "reference_sha256")
 COMPRESSIONS = ("gzip", "lzf", "none")
+#: what differs between the folds of one scoring (one model each): every other attribute must agree to average
+FOLD_ATTRS = ("model_sha256", "model_path")
+#: what an averaged file records of its folds (JSON lists in fold order, and their number)
+AVERAGE_ATTRS = ("averaged_from", "n_folds", "fold_model_sha256", "fold_model_path")
 
 
 def comparable(attrs: dict) -> dict:

@@ -64,7 +64,27 @@ def validate_results(path: str | os.PathLike, *, check_values: bool = True) -> l
             problems += _validate_variants(f, n)
         if check_values and not missing and not any(f[ds.name].shape != shape for ds in schema.PER_BASE):
             problems += _validate_values(f, n)
+        if schema.FOLD_PREDICTIONS in f and not missing:
+            problems += _validate_folds(f, n, attrs)
     return problems
+
+
+def _validate_folds(f: h5py.File, n: int, attrs: dict) -> list[str]:
+    """An averaged file: ``fold_predictions`` (n, k), whose row means (float64, stored float32) are
+    ``predictions``."""
+    ds = f[schema.FOLD_PREDICTIONS]
+    k = attrs.get("n_folds")
+    if len(ds.shape) != 2 or ds.shape[0] != n or ds.dtype != np.float32 or (k is not None and ds.shape[1] != k):
+        return [f"{schema.FOLD_PREDICTIONS} has shape {ds.shape} and dtype {ds.dtype}, expected ({n}, {k}) float32"]
+    bad = 0
+    for a in range(0, n, _BLOCK):
+        folds = ds[a:a + _BLOCK].astype(np.float64)
+        total = folds[:, 0].copy()
+        for j in range(1, folds.shape[1]):  # the folds in order, as they were averaged
+            total += folds[:, j]
+        bad += int(np.count_nonzero((total / folds.shape[1]).astype(np.float32) != f[schema.PREDICTIONS][a:a + _BLOCK]))
+    return [f"{bad} sequences have {schema.PREDICTIONS} other than the mean of {schema.FOLD_PREDICTIONS}"
+            ] if bad else []
 
 
 def _chunk_flags(f: h5py.File, attrs: dict, n: int) -> tuple[np.ndarray | None, list[str]]:
