@@ -81,10 +81,16 @@ def _on_sigterm(signum, frame):
 @click.option("--batch-size", type=click.IntRange(min=1), metavar="N",
               help="Sequence-reference pairs per batch (default: chosen for speed: on the CPU a batch whose "
                    "activations fit the cache, 32 to 1,024 pairs; on a GPU a quarter of its free memory).")
-@click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:i]",
-              help="Where to compute (auto: the GPU when PyTorch sees one).")
+@click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:i]|cuda:0,cuda:1|cuda:all",
+              help="Where to compute (auto: the GPU when PyTorch sees one). Several devices (a comma-separated "
+                   "list, or cuda:all for every GPU) each score a part of the sequences in a worker process of "
+                   "their own; the parts are joined into the output: the same result as on one device.")
 @click.option("--precision", type=click.Choice(Precision.values()), default="float32", show_default=True,
-              help="Arithmetic precision (results are stored as float32).")
+              help="Arithmetic (results are stored as float32). float32 and float64 are strict (no TF32 on "
+                   "GPUs); tf32 (CUDA only) and bfloat16 are faster on GPUs and less exact: see the README.")
+@click.option("--shuffle-workers", type=click.IntRange(min=0), metavar="N",
+              help="Processes making the dinucleotide shuffles beside the compute (default: none on the CPU; on "
+                   "a GPU the cores left per device, at most 8).")
 @click.option("--no-normalize", is_flag=True,
               help="Do not mean-normalise the first layer's weights over the four bases (paper 2.6).")
 @click.option("--n-policy", type=click.Choice(NPolicy.values()), default="zero", show_default=True,
@@ -111,8 +117,8 @@ def _on_sigterm(signum, frame):
               help="Sequences per chunk of the result file (default: about 1 MiB of scores).")
 @verbosity_options
 def score(model, seqs, output, regions, genome, width, center, off_genome, reference, n_refs, seed, rule,
-          max_rule, targets, layout, control_inputs, batch_size, device, precision, no_normalize, n_policy, rc_average, shard, resume, force,
-          arch, arch_kwargs, trust_model, allow_gradient, chunk_size, verbose, quiet):
+          max_rule, targets, layout, control_inputs, batch_size, device, precision, shuffle_workers, no_normalize,
+          n_policy, rc_average, shard, resume, force, arch, arch_kwargs, trust_model, allow_gradient, chunk_size, verbose, quiet):
     """Score every sequence of SEQS.fa (or every --regions window) with MODEL.
 
     MODEL is a PyTorch model reading one-hot DNA (n, 4, L) or (n, L, 4), channels A, C, G, T: a .pt2
@@ -137,6 +143,7 @@ def score(model, seqs, output, regions, genome, width, center, off_genome, refer
           --center summit --target counts --target profile -o cbp.h5   # cbp.counts.h5, cbp.profile.h5
       dnalift score model.pt seqs.fa -o part2.h5 --shard 2-of-8  # then: dnalift merge part*.h5 -o all.h5
       dnalift score model.pt seqs.fa -o scores.h5 --resume       # finish an interrupted run
+      dnalift score model.pt seqs.fa -o scores.h5 --device cuda:all   # every GPU, one part each
     """
     _logging.setup(verbose, quiet)
     ctx = click.get_current_context()
@@ -163,7 +170,7 @@ def score(model, seqs, output, regions, genome, width, center, off_genome, refer
         targets=targets or (0,), batch_size=batch_size, device=device, precision=precision,
         normalize=not no_normalize, n_policy=n_policy, rc_average=rc_average, shard=shard, resume=resume,
         force=force, arch=arch, arch_kwargs=arch_kwargs, trust_model=trust_model, allow_gradient=allow_gradient,
-        chunk_size=chunk_size, layout=layout, control_inputs=control_inputs,
+        chunk_size=chunk_size, layout=layout, control_inputs=control_inputs, shuffle_workers=shuffle_workers,
         command_line=_logging.command_line())
     progress = _logging.Progress("scoring")
     previous = None

@@ -47,8 +47,9 @@ from typing import Callable, Sequence
 from dnalift.options import ControlInputs, Layout
 from dnalift.pipeline.config import ScoreConfig
 from dnalift.errors import DiskFullError, DnaliftError, OutputWriteError
-from dnalift.pipeline.chunks import Overlap, read_chunk, score_chunk
-from dnalift.pipeline.inputs import check_argument_order, check_device, open_inputs, scan, shuffle_workers
+from dnalift.pipeline.chunks import Overlap, log_device, read_chunk, score_chunk
+from dnalift.pipeline.inputs import (check_argument_order, check_device, check_precision, open_inputs, scan,
+                                     shuffle_workers)
 from dnalift.pipeline.outputs import ScoreSummary, output_paths, resolve_targets, worst_delta
 
 __all__ = ["score", "score_part", "ScoreConfig", "ScoreSummary", "output_paths", "resolve_targets"]
@@ -130,6 +131,7 @@ def _score(config: ScoreConfig, progress, t0: float, *, several: bool = False, p
         check_not_existing(Path(final_output or config.output), force=config.force, resume=config.resume)
     check_argument_order(config)
     devices = check_device(config.device)
+    check_precision(config.precision, devices)
     if len(devices) == 1 and devices[0] != config.device:
         config = config.replace(device=devices[0])  # cuda:all on a machine with one GPU
     folders = OutputFolders()
@@ -167,6 +169,7 @@ def _score_locked(config: ScoreConfig, progress, t0: float, *, part=None, final_
         row_start, row_stop = (shard["row_start"], shard["row_stop"]) if shard else (0, len(source))
         run = _Run(config, source, model, references, targets, paths, row_start, row_stop - row_start)
         attrs = _attrs(run, fingerprint, shard)
+        log_device(run)
         _open_writers(run, attrs)
         n_resumed = _score_chunks(run, progress)
         seconds = time.perf_counter() - t0

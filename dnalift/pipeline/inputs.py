@@ -9,7 +9,7 @@ from dnalift.options import Layout
 from dnalift.pipeline.config import ScoreConfig
 from dnalift.errors import OptionError, RegionError, SequenceError
 
-__all__ = ["check_argument_order", "check_device", "shuffle_workers", "open_inputs", "scan"]
+__all__ = ["check_argument_order", "check_device", "check_precision", "shuffle_workers", "open_inputs", "scan"]
 
 log = logging.getLogger("dnalift.pipeline")
 
@@ -57,6 +57,19 @@ def check_device(device: str) -> list[str]:
             raise OptionError(f"{named} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s), "
                               f"cuda:0 to cuda:{torch.cuda.device_count() - 1}", argument="device", value=device)
     return devices
+
+
+def check_precision(precision, devices: list[str]) -> None:
+    """``tf32`` on a device that is not CUDA (the CPU, or ``auto`` where PyTorch sees no GPU): one line."""
+    if str(precision) != "tf32":
+        return
+    import torch
+
+    for item in devices:
+        if item == "cpu" or (item == "auto" and not torch.cuda.is_available()):
+            raise OptionError(f"precision='tf32' needs a CUDA device (TF32 is the tensor-core format of NVIDIA GPUs) "
+                              f"and device={item!r} is the CPU; use precision='float32' or 'bfloat16' there",
+                              argument="precision", value="tf32")
 
 
 def shuffle_workers(config: ScoreConfig, devices: list[str]) -> int:
