@@ -119,6 +119,7 @@ def test_several_devices_give_the_datasets_of_one(files, tmp_path):
     assert seen[-1] == (N, N) and [d for d, _ in seen] == sorted(d for d, _ in seen)
 
 
+@pytest.mark.slow
 def test_a_dead_worker_stops_the_other_and_resume_finishes_each_part(files, tmp_path):
     out = tmp_path / "run" / "s.h5"
     killed = []
