@@ -347,7 +347,10 @@ DELTA_TOLERANCE = {"float64": 1e-8, "float32": 1e-3, "tf32": 1e-2, "bfloat16": 5
 
 
 def _warn_deltas(deltas, change, precision, tolerance, *, names=None, max_rule="exact"):
-    """Warn (ConservationWarning) naming the worst sequences where summation-to-delta is off."""
+    """Warn (ConservationWarning) naming the worst sequences where summation-to-delta is off (``precision``: a
+    :class:`~dnalift.options.Precision` or a dtype)."""
+    if isinstance(precision, torch.dtype):
+        precision = "float64" if precision == torch.float64 else "float32"
     if tolerance is None:
         tolerance = DELTA_TOLERANCE[str(precision)]
     relative = deltas.abs() / change.abs().clamp(min=1.0)
