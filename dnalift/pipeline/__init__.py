@@ -169,7 +169,6 @@ def _score_locked(config: ScoreConfig, progress, t0: float, *, part=None, final_
         row_start, row_stop = (shard["row_start"], shard["row_stop"]) if shard else (0, len(source))
         run = _Run(config, source, model, references, targets, paths, row_start, row_stop - row_start)
         attrs = _attrs(run, fingerprint, shard)
-        log_device(run)
         _open_writers(run, attrs)
         n_resumed = _score_chunks(run, progress)
         seconds = time.perf_counter() - t0
@@ -262,7 +261,13 @@ def _score_chunks(run: _Run, progress) -> int:
         log.info("resuming: %d of %d rows are already complete", n_resumed, run.n_rows)
     step = run.writers[0].chunk_size
     chunks = [(c0, min(c0 + step, b)) for a, b in pending for c0 in range(a, b, step)]
-    _handle_failures(run, lambda: _score_pending(run, chunks, progress, n_resumed))
+    _handle_failures(run, lambda: _start(run, chunks, progress, n_resumed))
+
+
+def _start(run: _Run, chunks: list, progress, done: int) -> None:
+    """Say where the run computes (the output's checks passed), then score."""
+    log_device(run)
+    _score_pending(run, chunks, progress, done)
     return n_resumed
 
 
