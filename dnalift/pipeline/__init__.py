@@ -262,13 +262,13 @@ def _score_chunks(run: _Run, progress) -> int:
     step = run.writers[0].chunk_size
     chunks = [(c0, min(c0 + step, b)) for a, b in pending for c0 in range(a, b, step)]
     _handle_failures(run, lambda: _start(run, chunks, progress, n_resumed))
+    return n_resumed
 
 
 def _start(run: _Run, chunks: list, progress, done: int) -> None:
     """Say where the run computes (the output's checks passed), then score."""
     log_device(run)
     _score_pending(run, chunks, progress, done)
-    return n_resumed
 
 
 def _score_pending(run: _Run, chunks: list, progress, done: int) -> None:
