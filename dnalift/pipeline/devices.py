@@ -337,6 +337,11 @@ def _worker(config, final_output, index: int, count: int, queue, levels: dict, s
     try:
         from dnalift.pipeline import score_part
 
+        if config.device == "cpu":  # CPU stand-ins share the cores
+            import torch
+
+            torch.set_num_threads(max(1, torch.get_num_threads() // count))
+
         summary = score_part(config, part=(index, count), final_output=final_output,
                              progress=lambda done, total: queue.put(("progress", index, done, total)))
     except KeyboardInterrupt:
