@@ -89,8 +89,12 @@ def score_on_devices(config, devices: list[str], *, progress=None):
         A data error of a worker (the parts are removed); :class:`~dnalift.errors.DeviceWorkerError` when a
         worker died or failed otherwise (the parts are kept for ``resume=True``).
     """
+    from dnalift.io.outputs import check_not_existing
+
     t0 = time.perf_counter()
     folder = parts_folder(config.output)
+    if len(config.targets) == 1:  # resume finishes the parts, it never replaces a finished output
+        check_not_existing(config.output, force=config.force, resume=False)
     _prepare_parts(folder, config, len(devices))
     try:
         summaries = _Workers(config, devices, progress).run()
@@ -139,7 +143,7 @@ def _join(config, summaries: list, folder: Path, seconds: float):
     finals = output_paths(config.output, labels)
     for t, final in enumerate(finals):
         parts = [s.outputs[t] for s in summaries]
-        merge_results(parts, final, force=config.force or config.resume, command_line=config.command_line or None,
+        merge_results(parts, final, force=config.force, command_line=config.command_line or None,
                       lock=Path(final) != Path(config.output))
         log.info("joined %d parts into %s", len(parts), final)
     shutil.rmtree(folder, ignore_errors=True)
@@ -162,6 +166,7 @@ class _Workers:
         self.processes: list = []
         self.done: dict[int, object] = {}
         self.rows: list = [None] * len(devices)  # (done, total) of each part, once it has said
+        self.data_error = False  # the workers' last words are about parts that will be removed
 
     def run(self) -> list:
         from dnalift.pipeline.inputs import shuffle_workers
@@ -229,6 +234,7 @@ class _Workers:
 
     def _failed(self, index: int, error) -> BaseException:
         if isinstance(error, DnaliftError) and not isinstance(error, OutputWriteError):
+            self.data_error = True
             return error  # a data error: the same in every part
         if isinstance(error, DiskFullError):
             return DiskFullError(f"{error}; every part keeps its complete chunks: free space and rerun the same "
@@ -276,7 +282,7 @@ class _Workers:
                 message = self.queue.get(timeout=timeout) if timeout else self.queue.get_nowait()
             except (queue_module.Empty, OSError, EOFError, ValueError):
                 return
-            if message[0] == "log":
+            if message[0] == "log" and not self.data_error:
                 self._handle(message)
             timeout = 0.0
 
