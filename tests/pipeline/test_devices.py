@@ -171,3 +171,14 @@ def test_the_device_is_logged_at_the_start(files, tmp_path):
     assert result.exit_code == 0 and "device" not in result.stderr  # --quiet: errors only
     result = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "c.h5"), "--batch-size", "7"])
     assert "; 7 sequence-reference pairs per batch (--batch-size); precision float32" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_data_error_in_the_workers_leaves_nothing(files, tmp_path):
+    from dnalift.errors import SequenceError
+
+    bad = write_fasta(tmp_path / "bad.fa", [("a", "ACGT" * 6), ("b", "ACGT" * 5 + "AC!T")])
+    out = tmp_path / "o"
+    with pytest.raises(SequenceError, match="'!'"):
+        pipeline.score(ScoreConfig(model=files.model, fasta=bad, output=out / "s.h5", n_refs=2, device="cpu,cpu"))
+    assert not out.exists() or not any(out.iterdir())
