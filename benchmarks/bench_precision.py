@@ -108,7 +108,8 @@ def main(argv=None) -> int:
             label = f"{name} L={length}" + (" counts+profile" if isinstance(target, list) else "")
             rows.append([label, precision, f"{relative:.1e}", f"{float(res.deltas.abs().max()):.1e}",
                          f"{vs32:.1e}", f"{vs64:.1e}", f"{seconds:.2f}"])
-    print(common.format_table(header, rows, markdown=True))
+        print(f"{name} done; load {os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True)
+    print(common.format_table(header, rows, markdown=True), flush=True)
     return 0
 
 

@@ -9,8 +9,8 @@ import torch
 from dnalift.attribution.plan import Plan, value_meta
 from dnalift.errors import ModelInputError
 
-__all__ = ["resolve_device", "describe_device", "auto_batch_size", "batches", "CPU_BUDGET", "CPU_MIN_ROWS", "CPU_MAX_ROWS",
-           "CPU_MEMORY", "CUDA_MAX_ROWS"]
+__all__ = ["resolve_device", "describe_device", "auto_batch_size", "batches", "CPU_BUDGET", "CPU_MIN_ROWS",
+           "CPU_MAX_ROWS", "CPU_MEMORY", "CUDA_MAX_ROWS"]
 
 
 def resolve_device(device) -> torch.device:

@@ -164,7 +164,7 @@ def test_the_device_is_logged_at_the_start(files, tmp_path):
     lines = [line for line in result.stderr.splitlines() if "device" in line]
     assert len(lines) == 1, result.stderr
     threads = torch.get_num_threads()
-    assert lines[0].startswith(f"dnalift: device cpu (") and f"{threads} threads" in lines[0]
+    assert lines[0].startswith("dnalift: device cpu (") and f"{threads} threads" in lines[0]
     assert lines[0].endswith("sequence-reference pairs per batch (automatic); precision float32"), lines[0]
     assert " GiB)" in lines[0]  # the memory
     result = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "b.h5"), "--batch-size", "7", "-q"])
