@@ -12,7 +12,7 @@ import enum
 import re
 
 __all__ = ["Choice", "Mode", "MaxRule", "Precision", "NPolicy", "Center", "ReferenceMethod", "Layout",
-           "ControlInputs", "OffGenome", "parse_choice", "parse_shard"]
+           "ControlInputs", "OffGenome", "PairReferences", "parse_choice", "parse_shard"]
 
 
 class Choice(str, enum.Enum):
@@ -129,10 +129,19 @@ class ControlInputs(Choice):
 
 class OffGenome(Choice):
     """A BED region whose window is not on the genome (it runs off its chromosome, or its chromosome is not in
-    the genome FASTA): leave it out (counted, with a warning) or stop."""
+    the genome FASTA): leave it out (counted, with a warning) or stop. For variants, also a REF that is not the
+    genome's bases."""
 
     SKIP = "skip"
     ERROR = "error"
+
+
+class PairReferences(Choice):
+    """The references of a variant's two rows (:mod:`dnalift.references.pairs`): both those of the reference
+    allele's row, or each row its own."""
+
+    SHARED = "shared"
+    OWN = "own"
 
 
 def _option_error(message: str, argument: str, **details):

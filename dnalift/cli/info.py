@@ -9,7 +9,7 @@ import click
 
 from dnalift.cli import _logging
 from dnalift.cli._errors import verbosity_options
-from dnalift.cli.score import _split_ops
+from dnalift.cli._scoring import split_ops as _split_ops
 from dnalift.options import Layout, MaxRule, Mode
 
 log = logging.getLogger("dnalift.cli")

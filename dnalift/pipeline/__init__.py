@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 
-from dnalift.options import ControlInputs, Layout
+from dnalift.options import ControlInputs, Layout, PairReferences
 from dnalift.pipeline.config import ScoreConfig
 from dnalift.errors import DiskFullError, DnaliftError, OutputWriteError
 from dnalift.pipeline.chunks import Overlap, log_device, read_chunk, score_chunk
@@ -149,7 +149,6 @@ def _score(config: ScoreConfig, progress, t0: float, *, several: bool = False, p
 
 def _score_locked(config: ScoreConfig, progress, t0: float, *, part=None, final_output=None) -> ScoreSummary:
     from dnalift.io.outputs import check_not_existing, check_not_input
-    from dnalift.references.make import make_references
 
     source, model = open_inputs(config)
     references = None
@@ -162,9 +161,7 @@ def _score_locked(config: ScoreConfig, progress, t0: float, *, part=None, final_
             check_not_input(p, config.input_files())
         for p in finals if len(finals) > 1 else ():
             check_not_existing(p, force=config.force, resume=config.resume)
-        references = make_references(config.reference, length=source.length, n_refs=config.n_refs,
-                                     seed=config.seed, names=source.names,
-                                     workers=shuffle_workers(config, [config.device]))
+        references = _references(config, source, workers=shuffle_workers(config, [config.device]))
         shard = _rows(config, source, part)
         row_start, row_stop = (shard["row_start"], shard["row_stop"]) if shard else (0, len(source))
         run = _Run(config, source, model, references, targets, paths, row_start, row_stop - row_start)
@@ -175,7 +172,8 @@ def _score_locked(config: ScoreConfig, progress, t0: float, *, part=None, final_
         worst_value, worst_name = worst_delta(run.targets, run.paths)
         return ScoreSummary(outputs=paths, targets=[t.label for t in targets], n_sequences=run.n_rows,
                             n_scored=run.n_rows - n_resumed, n_resumed=n_resumed, n_skipped=len(source.skipped),
-                            seconds=seconds, max_abs_delta=worst_value, worst=worst_name)
+                            seconds=seconds, max_abs_delta=worst_value, worst=worst_name,
+                            paired=config.variants is not None)
     finally:
         source.close()
         if references is not None:
@@ -183,15 +181,17 @@ def _score_locked(config: ScoreConfig, progress, t0: float, *, part=None, final_
 
 
 def _chunk_size(config: ScoreConfig, length: int) -> int:
-    """Rows per chunk of the result files (a resumed file keeps its own)."""
+    """Rows per chunk of the result files (a resumed file keeps its own); even for variants, whose pairs of rows
+    stay in one chunk (a pair's references are made together)."""
     from dnalift.io.store import default_chunk_size
 
-    return config.chunk_size or min(MAX_CHUNK, default_chunk_size(length))
+    chunk = config.chunk_size or min(MAX_CHUNK, default_chunk_size(length))
+    return chunk + chunk % 2 if config.variants is not None else chunk
 
 
 def _rows(config: ScoreConfig, source, part) -> dict:
-    """The shard attributes of the run's rows: ``shard``, or part ``(i, k)`` of a run on several devices; {} for
-    every row."""
+    """The shard attributes of the run's rows: ``shard``, or part ``(i, k)`` of a run on several devices (whole
+    chunks, so whole pairs of variants); {} for every row."""
     from dnalift.io.store import shard_attrs
 
     if part is not None:
@@ -199,21 +199,40 @@ def _rows(config: ScoreConfig, source, part) -> dict:
 
         start, stop = part_rows(len(source), _chunk_size(config, source.length), *part)
         return {"shard": f"{part[0]}-of-{part[1]}", "row_start": start, "row_stop": stop, "n_total": len(source)}
-    return shard_attrs(config.shard, len(source)) if config.shard is not None else {}
+    group = 2 if config.variants is not None else 1
+    return shard_attrs(config.shard, len(source), group=group) if config.shard is not None else {}
+
+
+def _references(config: ScoreConfig, source, *, workers: int = 0):
+    """The run's references (dinucleotide shuffles made by ``workers`` processes); for variants wrapped to treat
+    each pair of rows together (``pair_references``)."""
+    from dnalift.references.make import make_references
+
+    if config.variants is None:
+        return make_references(config.reference, length=source.length, n_refs=config.n_refs, seed=config.seed,
+                               names=source.names, workers=workers)
+    from dnalift.references.pairs import PairedReferences
+
+    names = source.ids if config.pair_references == PairReferences.SHARED else source.names
+    inner = make_references(config.reference, length=source.length, n_refs=config.n_refs, seed=config.seed,
+                            names=names, workers=workers)
+    return PairedReferences(inner, config.pair_references)
 
 
 def _attrs(run: _Run, fingerprint: str, shard: dict) -> dict:
     """The root attributes every result file of the run gets (the writers add the target's own)."""
     c, refs, model = run.config, run.references, run.model
-    regions = c.regions is not None
+    regions, variants = c.regions is not None, c.variants is not None
+    kind = "regions" if regions else "variants" if variants else "fasta"
     return {
         "rule": c.rule, "max_rule": c.max_rule, "reference": refs.label, "n_refs": refs.n_refs, "seed": c.seed,
         "input_sha256": fingerprint, "model_sha256": model.sha256, "reference_sha256": refs.sha256,
         "model_path": os.fspath(c.model), "input": os.fspath(c.input_path), "reference_path": refs.path,
-        "genome": os.fspath(c.genome) if regions else None, "model_format": model.format,
+        "genome": os.fspath(c.genome) if c.genome is not None else None, "model_format": model.format,
         "normalized": bool(model.normalized), "n_policy": c.n_policy, "rc_average": c.rc_average,
-        "precision": c.precision, "width": run.source.length, "input_kind": "regions" if regions else "fasta",
-        "center": c.center if regions else None, "off_genome": c.off_genome if regions else None,
+        "precision": c.precision, "width": run.source.length, "input_kind": kind,
+        "center": c.center if regions else None, "off_genome": c.off_genome if regions or variants else None,
+        "pair_references": c.pair_references if variants else None,
         "allow_gradient": list(c.allow_gradient) or None, "n_targets": len(run.targets),
         "layout": c.layout if c.layout != Layout.AUTO else None,
         "control_inputs": c.control_inputs if c.control_inputs != ControlInputs.ZEROS else None,
@@ -244,7 +263,8 @@ def _open_writers(run: _Run, attrs: dict) -> None:
             own = dict(attrs, target=target.label, **_target_attrs(run.model, target))
             fresh = not (c.resume and partial_path(path).exists())
             writer = ResultWriter(path, n=run.n_rows, length=run.source.length, attrs=own, chunk_size=chunk,
-                                  regions=run.source.regions is not None, force=c.force, resume=c.resume,
+                                  regions=run.source.regions is not None, variants=c.variants is not None,
+                                  force=c.force, resume=c.resume,
                                   lock=Path(path) != c.output)
             run.writers.append(writer)
             run.fresh.append(fresh or writer.completed_rows() == 0)
