@@ -215,7 +215,7 @@ class _Workers:
 
     def _handle(self, message) -> None:
         kind, index, *rest = message
-        if kind == "log":
+        if kind == "record":
             record = rest[0]
             logging.getLogger(record.name).handle(record)
         elif kind == "progress":
@@ -282,7 +282,7 @@ class _Workers:
                 message = self.queue.get(timeout=timeout) if timeout else self.queue.get_nowait()
             except (queue_module.Empty, OSError, EOFError, ValueError):
                 return
-            if message[0] == "log" and not self.data_error:
+            if message[0] == "record" and not self.data_error:
                 self._handle(message)
             timeout = 0.0
 
@@ -318,7 +318,7 @@ class _QueueHandler(logging.Handler):
         try:
             record.msg, record.args = record.getMessage(), None
             record.exc_info = record.exc_text = None
-            self.queue.put(("log", self.index, record))
+            self.queue.put(("record", self.index, record))
         except Exception:  # noqa: BLE001 - logging must never stop the run
             self.handleError(record)
 
