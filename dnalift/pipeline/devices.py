@@ -327,12 +327,25 @@ def _sigterm(signum, frame):
     raise KeyboardInterrupt()
 
 
+def _watch_parent(parent: int) -> None:
+    """Stop this worker (SIGTERM: it keeps its complete chunks) when its parent dies without stopping it."""
+    import threading
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="dnalift-parent-watch", daemon=True).start()
+
+
 def _worker(config, final_output, index: int, count: int, queue, levels: dict, showwarning) -> None:
     """A worker process: score part ``index`` of ``count`` and send the summary (or the error) to the parent."""
     import sys
     import warnings
 
     signal.signal(signal.SIGTERM, _sigterm)
+    _watch_parent(os.getppid())
     root = logging.getLogger("dnalift")
     root.handlers[:] = [_QueueHandler(queue, index)]
     root.propagate = False
