@@ -149,6 +149,7 @@ def _score(config: ScoreConfig, progress, t0: float, *, several: bool = False, p
 
 def _score_locked(config: ScoreConfig, progress, t0: float, *, part=None, final_output=None) -> ScoreSummary:
     from dnalift.io.outputs import check_not_existing, check_not_input
+    from dnalift.io.store.schema import kept_regions_path, regions_format
 
     source, model = open_inputs(config)
     references = None
@@ -159,6 +160,8 @@ def _score_locked(config: ScoreConfig, progress, t0: float, *, part=None, final_
         finals = output_paths(final_output, [t.label for t in targets]) if final_output is not None else paths
         for p in finals[1:] if len(finals) > 1 else ():
             check_not_input(p, config.input_files())
+        for p in finals if config.regions is not None else ():  # the kept regions file beside each output
+            check_not_input(kept_regions_path(p, regions_format(config.regions)), config.input_files())
         for p in finals if len(finals) > 1 else ():
             check_not_existing(p, force=config.force, resume=config.resume)
         references = _references(config, source, workers=shuffle_workers(config, [config.device]))
@@ -221,6 +224,8 @@ def _references(config: ScoreConfig, source, *, workers: int = 0):
 
 def _attrs(run: _Run, fingerprint: str, shard: dict) -> dict:
     """The root attributes every result file of the run gets (the writers add the target's own)."""
+    from dnalift.io.store.schema import REGIONS_FORMAT, regions_format
+
     c, refs, model = run.config, run.references, run.model
     regions, variants = c.regions is not None, c.variants is not None
     kind = "regions" if regions else "variants" if variants else "fasta"
@@ -233,6 +238,7 @@ def _attrs(run: _Run, fingerprint: str, shard: dict) -> dict:
         "precision": c.precision, "width": run.source.length, "input_kind": kind,
         "center": c.center if regions else None, "off_genome": c.off_genome if regions or variants else None,
         "pair_references": c.pair_references if variants else None,
+        REGIONS_FORMAT: regions_format(c.regions) if regions else None,
         "allow_gradient": list(c.allow_gradient) or None, "n_targets": len(run.targets),
         "layout": c.layout if c.layout != Layout.AUTO else None,
         "control_inputs": c.control_inputs if c.control_inputs != ControlInputs.ZEROS else None,
