@@ -39,6 +39,7 @@ __all__ = [
     "OutputInUseError",
     "OutputWriteError",
     "DiskFullError",
+    "DeviceWorkerError",
     "ConservationWarning",
 ]
 
@@ -200,6 +201,10 @@ class OutputWriteError(DnaliftError, OSError):
 class DiskFullError(OutputWriteError):
     """The output's file system has no room for the next chunk (checked before writing it, so the partial file
     stays valid), or a write failed with ENOSPC/EDQUOT. ``details`` adds ``free`` and ``needed`` (bytes)."""
+
+
+class DeviceWorkerError(DnaliftError, RuntimeError):
+    """A worker of a run on several devices died or failed (not on bad data); the parts are kept for resume."""
 
 
 class ConservationWarning(UserWarning):

@@ -73,10 +73,19 @@ class MaxRule(Choice):
 
 
 class Precision(Choice):
-    """The floating-point type the engine computes in."""
+    """The arithmetic the engine computes in (:mod:`dnalift.attribution.precision`).
+
+    ``float32`` (the default) and ``float64`` are strict: on CUDA, TF32 is turned off for matrix products and
+    convolutions. ``tf32`` (CUDA only) lets tensor cores round the operands of matrix products and convolutions
+    to TF32 (10-bit mantissa, float32 sums); ``bfloat16`` runs them in bfloat16 (autocast; float32 sums), every
+    other op, and so every nonlinearity's multiplier, in float32. Both are faster on GPUs and less exact:
+    benchmarks/README.md gives their summation-to-delta and their difference from float32 scores.
+    """
 
     FLOAT32 = "float32"
     FLOAT64 = "float64"
+    TF32 = "tf32"
+    BFLOAT16 = "bfloat16"
 
 
 class NPolicy(Choice):

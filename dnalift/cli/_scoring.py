@@ -61,10 +61,16 @@ SCORING_OPTIONS = (
     click.option("--batch-size", type=click.IntRange(min=1), metavar="N",
                  help="Sequence-reference pairs per batch (default: chosen for speed: on the CPU a batch whose "
                       "activations fit the cache, 32 to 1,024 pairs; on a GPU a quarter of its free memory)."),
-    click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:i]",
-                 help="Where to compute (auto: the GPU when PyTorch sees one)."),
+    click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:i]|cuda:0,cuda:1|cuda:all",
+                 help="Where to compute (auto: the GPU when PyTorch sees one). Several devices (a comma-separated "
+                      "list, or cuda:all for every GPU) each score a part of the sequences in a worker process of "
+                      "their own; the parts are joined into the output: the same result as on one device."),
     click.option("--precision", type=click.Choice(Precision.values()), default="float32", show_default=True,
-                 help="Arithmetic precision (results are stored as float32)."),
+                 help="Arithmetic (results are stored as float32). float32 and float64 are strict (no TF32 on "
+                      "GPUs); tf32 (CUDA only) and bfloat16 are faster on GPUs and less exact: see the README."),
+    click.option("--shuffle-workers", type=click.IntRange(min=0), metavar="N",
+                 help="Processes making the dinucleotide shuffles beside the compute (default: none on the CPU; "
+                      "on a GPU the cores left per device, at most 8)."),
     click.option("--no-normalize", is_flag=True,
                  help="Do not mean-normalise the first layer's weights over the four bases (paper 2.6)."),
     click.option("--n-policy", type=click.Choice(NPolicy.values()), default="zero", show_default=True,

@@ -59,6 +59,7 @@ def score(model, seqs, output, regions, genome, width, center, off_genome, verbo
           --center summit --target counts --target profile -o cbp.h5   # cbp.counts.h5, cbp.profile.h5
       dnalift score model.pt seqs.fa -o part2.h5 --shard 2-of-8  # then: dnalift merge part*.h5 -o all.h5
       dnalift score model.pt seqs.fa -o scores.h5 --resume       # finish an interrupted run
+      dnalift score model.pt seqs.fa -o scores.h5 --device cuda:all   # every GPU, one part each
     """
     _logging.setup(verbose, quiet)
     ctx = click.get_current_context()

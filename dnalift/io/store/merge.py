@@ -18,7 +18,7 @@ __all__ = ["merge_results"]
 
 
 def merge_results(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, force: bool = False,
-                  command_line: str | None = None) -> Path:
+                  command_line: str | None = None, lock: bool = True) -> Path:
     """Join the shards of one run into one result file.
 
     The shards must share every attribute that :func:`schema.comparable` keeps: the options, and the
@@ -28,7 +28,8 @@ def merge_results(paths: Sequence[str | os.PathLike], output: str | os.PathLike,
     ranges must cover ``0 .. n_total`` exactly once; names must be unique across shards. The merged file is
     written chunk by chunk through :class:`ResultWriter` (memory does not grow with the number of rows,
     apart from the set of names used to find duplicates). Its attributes are the shared ones plus
-    ``merged_from`` (JSON list of the shard file names).
+    ``merged_from`` (JSON list of the shard file names). ``lock=False`` when the caller holds the output's lock
+    (a run on several devices joining its parts).
 
     Returns
     -------
@@ -64,7 +65,7 @@ def merge_results(paths: Sequence[str | os.PathLike], output: str | os.PathLike,
     writer = ResultWriter(output, n=int(storage["n_total"]), length=first["length"], attrs=attrs,
                           chunk_size=int(storage.get("chunk_size") or schema.default_chunk_size(first["length"])),
                           compression=str(storage.get("compression", "gzip")), regions=first["regions"],
-                          variants=first["variants"], force=force)
+                          variants=first["variants"], force=force, lock=lock)
     try:
         for info in infos:
             _copy_rows(info, writer)
