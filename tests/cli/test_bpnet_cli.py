@@ -92,7 +92,8 @@ def test_counts_and_profile_from_bed_regions(files, name, precision, tmp_path):
                                    "profile-fixed", "-o", str(out), "--n-refs", "3", "--precision", precision, "-q"])
     assert res.exit_code == 0, res.output
     paths = {t: tmp_path / f"scores.{t}.h5" for t in TARGETS}
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths.values())
+    kept = [f"scores.{t}.regions.narrowPeak" for t in TARGETS]  # the scored peaks beside each result
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([p.name for p in paths.values()] + kept)
     model, n_controls = models[name]
     model64 = copy.deepcopy(model).double().eval()
     for target, path in paths.items():
