@@ -22,16 +22,15 @@ N policy
 from __future__ import annotations
 
 import gzip
-import hashlib
 import logging
 import os
-import tempfile
 
 import numpy as np
 
 from dnalift.options import NPolicy, parse_choice
 from dnalift.encoding import BYTE_TO_CODE
 from dnalift.errors import CompressionError, FastaFormatError, OptionError, SequenceError
+from dnalift.io import faidx
 from dnalift.io.source import SequenceSource, Skipped
 
 __all__ = ["SequenceSource", "Skipped", "open_fasta", "open_indexed_fasta", "sniff",
@@ -76,15 +75,6 @@ def open_text(path: str):
     return gzip.open(path, "rt") if compressed else open(path)
 
 
-def _private_index(path: str) -> tuple[str, str]:
-    """Index paths in a private temporary folder, for a FASTA whose folder cannot be written."""
-    folder = os.path.join(tempfile.gettempdir(), f"dnalift-faidx-{os.getuid() if hasattr(os, 'getuid') else 0}")
-    os.makedirs(folder, exist_ok=True)
-    key = hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:16]
-    stem = os.path.join(folder, f"{key}-{os.path.basename(path)}")
-    return stem + ".fai", stem + ".gzi"
-
-
 def _check_file(path: str, argument: str) -> str:
     """The kind of a FASTA file (``sniff``) after the checks that need no parser."""
     if not os.path.exists(path):
@@ -125,8 +115,8 @@ def _check_file(path: str, argument: str) -> str:
 def open_indexed_fasta(path, *, argument: str = "fasta"):
     """Open a FASTA file with pyfaidx, turning every way it can fail into a one-line :class:`SequenceError`.
 
-    The ``.fai`` index is written next to the file, or in a private temporary folder when that folder is not
-    writable.
+    The ``.fai`` (and ``.gzi``) index is checked against the file before it is used, and written next to the
+    file or in the cache folder (:mod:`dnalift.io.faidx`).
 
     Parameters
     ----------
@@ -147,23 +137,37 @@ def open_indexed_fasta(path, *, argument: str = "fasta"):
         content, blank lines or uneven lines inside a record; :class:`~dnalift.errors.CompressionError` for
         plain gzip, a truncated bgzip file, or bgzip without Biopython.
     """
-    import pyfaidx
-
     path = os.fspath(path)
     kind = _check_file(path, argument)
+    bgzip = kind == "bgzip"
+    plan = faidx.plan_index(path, bgzip=bgzip)
+    for _ in range(4):  # the index beside the file, a private one in the cache, a fresh private one
+        try:
+            fasta = _open_pyfaidx(path, argument, plan.kwargs(bgzip))
+        except OSError as exc:  # the folder looked writable but is not (ACLs, network file systems)
+            if "may not be writable" not in str(exc) or plan.private:
+                raise
+            plan = faidx.use_private(path, f"cannot write {plan.fai}")
+            continue
+        problem = faidx.index_problem(fasta.faidx) if plan.checked else None
+        if problem is None:
+            break
+        fasta.close()
+        faidx.discard(plan)
+        plan = faidx.use_private(path, f"the index {plan.fai} does not match {path}: {problem}")
+    if len(fasta.keys()) == 0:
+        fasta.close()
+        raise SequenceError(f"FASTA file {path} has no sequences; it needs '>name' lines each followed by a "
+                            f"sequence", argument=argument, path=path)
+    return fasta
 
-    def attempt(**index_paths):
-        return pyfaidx.Fasta(path, as_raw=True, sequence_always_upper=False, **index_paths)
+
+def _open_pyfaidx(path: str, argument: str, index: dict):
+    """``pyfaidx.Fasta`` on ``path`` with the index files ``index``; every way it fails is one line."""
+    import pyfaidx
 
     try:
-        try:
-            fasta = attempt()
-        except OSError as exc:
-            if "may not be writable" not in str(exc):
-                raise
-            fai, gzi = _private_index(path)
-            logger.info("cannot write the index next to %s; keeping it in %s", path, fai)
-            fasta = attempt(indexname=fai, gzi_indexname=gzi) if kind == "bgzip" else attempt(indexname=fai)
+        return pyfaidx.Fasta(path, as_raw=True, sequence_always_upper=False, **index)
     except ImportError:
         raise CompressionError(f"{path} is bgzip-compressed; reading it needs Biopython (pip install biopython), "
                                f"or decompress it with gunzip", argument=argument, path=path,
@@ -180,11 +184,6 @@ def open_indexed_fasta(path, *, argument: str = "fasta"):
         shown = ", ".join(repr(d) for d in dups[:5]) + (f" and {len(dups) - 5} more" if len(dups) > 5 else "")
         raise SequenceError(f"{path} has duplicate sequence names: {shown}; make the names (first word of each "
                             f"'>' line) unique", argument=argument, path=path, names=dups[:5]) from None
-    if len(fasta.keys()) == 0:
-        fasta.close()
-        raise SequenceError(f"FASTA file {path} has no sequences; it needs '>name' lines each followed by a "
-                            f"sequence", argument=argument, path=path)
-    return fasta
 
 
 def _duplicate_names(path: str) -> list[str]:
