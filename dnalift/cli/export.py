@@ -9,6 +9,7 @@ import click
 
 from dnalift.cli import _logging
 from dnalift.cli._errors import verbosity_options
+from dnalift.options import POSITION_MAX
 
 log = logging.getLogger("dnalift.cli")
 
@@ -26,7 +27,7 @@ def _check_window(ctx, param, value):
               help="modisco: PREFIX.hyp.npz and PREFIX.ohe.npz; bigwig: per-base contributions on the genome.")
 @click.option("-o", "--output", required=True, metavar="PREFIX|out.bw",
               help="modisco: the prefix of the two npz files; bigwig: the .bw file.")
-@click.option("--window", type=int, callback=_check_window, metavar="W",
+@click.option("--window", type=click.IntRange(max=POSITION_MAX), callback=_check_window, metavar="W",
               help="modisco: keep only the central W positions (even), as `modisco motifs -w W` does.")
 @click.option("--genome", type=click.Path(dir_okay=False, path_type=Path), metavar="genome.fa",
               help="bigwig: the genome FASTA (its .fai index gives the chromosome sizes), or a .fai / "

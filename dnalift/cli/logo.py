@@ -11,6 +11,7 @@ import click
 from dnalift.cli import _logging
 from dnalift.cli._errors import verbosity_options
 from dnalift.errors import NameNotFoundError, OutputExistsError, StoreError
+from dnalift.options import POSITION_MAX
 
 log = logging.getLogger("dnalift.cli")
 
@@ -27,11 +28,11 @@ def _check_output(ctx, param, value: Path):
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("result", type=click.Path(dir_okay=False, path_type=Path), metavar="OUT.h5")
 @click.option("--name", metavar="NAME", help="The sequence to draw, by name (`dnalift inspect OUT.h5 --names`).")
-@click.option("--index", type=click.IntRange(min=0), metavar="I", help="The sequence to draw, by row (0-based).")
-@click.option("--start", type=click.IntRange(min=0), metavar="S", help="First position to draw (0-based).")
-@click.option("--end", type=click.IntRange(min=1), metavar="E",
+@click.option("--index", type=click.IntRange(min=0, max=POSITION_MAX), metavar="I", help="The sequence to draw, by row (0-based).")
+@click.option("--start", type=click.IntRange(min=0, max=POSITION_MAX), metavar="S", help="First position to draw (0-based).")
+@click.option("--end", type=click.IntRange(min=1, max=POSITION_MAX), metavar="E",
               help="End of the positions to draw (0-based, exclusive).")
-@click.option("--around-max", type=click.IntRange(min=1), metavar="W",
+@click.option("--around-max", type=click.IntRange(min=1, max=POSITION_MAX), metavar="W",
               help="Draw W positions centred on the largest absolute contribution.")
 @click.option("--hypothetical", is_flag=True, help="Add a panel with the hypothetical scores of all four bases.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),

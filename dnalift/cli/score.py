@@ -10,7 +10,8 @@ import click
 
 from dnalift.cli import _logging
 from dnalift.cli._errors import verbosity_options
-from dnalift.options import Center, ControlInputs, Layout, MaxRule, Mode, NPolicy, OffGenome, Precision
+from dnalift.options import (INT_MAX, Center, ControlInputs, Layout, MaxRule, Mode, NPolicy, OffGenome, Precision,
+                             ReferenceMethod)
 
 log = logging.getLogger("dnalift.cli")
 
@@ -43,7 +44,7 @@ def _on_sigterm(signum, frame):
               help="Score windows around BED/narrowPeak regions instead of a FASTA (needs --genome).")
 @click.option("--genome", type=click.Path(path_type=Path), metavar="FASTA",
               help="Genome FASTA the --regions are on.")
-@click.option("--width", type=click.IntRange(min=1), metavar="L",
+@click.option("--width", type=click.IntRange(min=1, max=INT_MAX["width"]), metavar="L",
               help="Sequence length: FASTA records are centre-cropped or N-padded to it; windows around "
                    "regions have it (default for regions: the model's input length).")
 @click.option("--center", type=click.Choice(Center.values()), default="mid", show_default=True,
@@ -56,9 +57,9 @@ def _on_sigterm(signum, frame):
               help="References: dinucleotide shuffles of each sequence; a column of the sequence's GC "
                    "content; 0.25 each; all zeros; or a FASTA of references (records NAME/0..NAME/r-1 per "
                    "sequence, or any records shared by all).")
-@click.option("--n-refs", type=click.IntRange(min=1), default=20, show_default=True,
+@click.option("--n-refs", type=click.IntRange(min=1, max=INT_MAX["n_refs"]), default=20, show_default=True,
               help="Dinucleotide shuffles per sequence (scores are averaged over them).")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(min=0, max=INT_MAX["seed"]), default=0, show_default=True,
               help="Seed of the shuffles; each sequence's are seeded by (seed, its name), so shards and "
                    "resumed runs agree.")
 @click.option("--rule", type=click.Choice(Mode.values()), default="rescale",
@@ -78,7 +79,7 @@ def _on_sigterm(signum, frame):
               show_default=True,
               help="What inputs after the sequence get (control tracks, bpnet-lite's X_ctl): zeros, as "
                    "`bpnet attribute` does, or refuse such models.")
-@click.option("--batch-size", type=click.IntRange(min=1), metavar="N",
+@click.option("--batch-size", type=click.IntRange(min=1, max=INT_MAX["batch_size"]), metavar="N",
               help="Sequence-reference pairs per batch (default: chosen for speed: on the CPU a batch whose "
                    "activations fit the cache, 32 to 1,024 pairs; on a GPU a quarter of its free memory).")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:i]",
@@ -107,12 +108,16 @@ def _on_sigterm(signum, frame):
               help="Allow loading a pickled model (torch.save(model)); this runs code from the file.")
 @click.option("--allow-gradient", multiple=True, callback=_split_ops, metavar="OP[,OP...]",
               help="ATen ops without a DeepLIFT rule to pass through with plain gradients (not exact).")
-@click.option("--chunk-size", type=click.IntRange(min=1), hidden=True,
+@click.option("--allow-nonfinite", is_flag=True,
+              help="Keep rows whose prediction, reference prediction or scores are NaN or infinite (flagged in "
+                   "the file's attributes; logo and export refuse them). Without it such a row stops the run "
+                   "and nothing is written.")
+@click.option("--chunk-size", type=click.IntRange(min=1, max=INT_MAX["chunk_size"]), hidden=True,
               help="Sequences per chunk of the result file (default: about 1 MiB of scores).")
 @verbosity_options
 def score(model, seqs, output, regions, genome, width, center, off_genome, reference, n_refs, seed, rule,
           max_rule, targets, layout, control_inputs, batch_size, device, precision, no_normalize, n_policy, rc_average, shard, resume, force,
-          arch, arch_kwargs, trust_model, allow_gradient, chunk_size, verbose, quiet):
+          arch, arch_kwargs, trust_model, allow_gradient, allow_nonfinite, chunk_size, verbose, quiet):
     """Score every sequence of SEQS.fa (or every --regions window) with MODEL.
 
     MODEL is a PyTorch model reading one-hot DNA (n, 4, L) or (n, L, 4), channels A, C, G, T: a .pt2
@@ -133,7 +138,7 @@ def score(model, seqs, output, regions, genome, width, center, off_genome, refer
       dnalift score model.pt seqs.fa -o scores.h5 --rule genomics --n-refs 50 --device cuda
       dnalift score model.pt2 --regions peaks.narrowPeak --genome hg38.fa --width 1000 \\
           --center summit --target 0 --target 3 -o peaks.h5      # peaks.0.h5, peaks.3.h5
-      dnalift score chrombpnet.pt --trust-model --regions peaks.narrowPeak --genome hg38.fa \
+      dnalift score chrombpnet.pt --trust-model --regions peaks.narrowPeak --genome hg38.fa \\
           --center summit --target counts --target profile -o cbp.h5   # cbp.counts.h5, cbp.profile.h5
       dnalift score model.pt seqs.fa -o part2.h5 --shard 2-of-8  # then: dnalift merge part*.h5 -o all.h5
       dnalift score model.pt seqs.fa -o scores.h5 --resume       # finish an interrupted run
@@ -153,6 +158,12 @@ def score(model, seqs, output, regions, genome, width, center, off_genome, refer
             raise click.UsageError(f"--{name.replace('_', '-')} applies to --regions windows only")
     if arch_kwargs is not None and arch is None:
         raise click.UsageError("--arch-kwargs needs --arch")
+    if resume and force:
+        raise click.UsageError("give --resume (finish the partial file) or --force (start afresh), not both")
+    if reference in ReferenceMethod.values() and reference != ReferenceMethod.DINUC and n_refs != 1 and \
+            ctx.get_parameter_source("n_refs") == click.core.ParameterSource.COMMANDLINE:
+        log.warning("--n-refs %d is not used: --reference %s gives one reference per sequence (the file records "
+                    "n_refs 1); --n-refs counts the shuffles of --reference dinuc", n_refs, reference)
 
     from dnalift import pipeline
     from dnalift.pipeline.config import ScoreConfig
@@ -163,7 +174,7 @@ def score(model, seqs, output, regions, genome, width, center, off_genome, refer
         targets=targets or (0,), batch_size=batch_size, device=device, precision=precision,
         normalize=not no_normalize, n_policy=n_policy, rc_average=rc_average, shard=shard, resume=resume,
         force=force, arch=arch, arch_kwargs=arch_kwargs, trust_model=trust_model, allow_gradient=allow_gradient,
-        chunk_size=chunk_size, layout=layout, control_inputs=control_inputs,
+        allow_nonfinite=allow_nonfinite, chunk_size=chunk_size, layout=layout, control_inputs=control_inputs,
         command_line=_logging.command_line())
     progress = _logging.Progress("scoring")
     previous = None

@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 _GZIP_MAGIC = b"\x1f\x8b"
 #: the empty block that ends every complete BGZF file (SAM/BAM specification, 4.1.2)
 _BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
+#: compressions pyfaidx cannot read: their magic bytes, the tool that undoes them, and their usual suffix
+_COMPRESSED = ((b"BZh", "bzip2", ".bz2"), (b"\xfd7zXZ\x00", "xz", ".xz"), (b"\x28\xb5\x2f\xfd", "zstd", ".zst"))
 _BINARY = ((b"PK\x03\x04", "a zip archive (PyTorch model files are zip archives)"),
            (b"\x89HDF", "an HDF5 file"), (b"\x80", "a pickle (a torch.save file?)"))
 
@@ -54,7 +56,8 @@ def sniff(path) -> str:
         return "empty"
     if head[:2] == _GZIP_MAGIC:
         return "bgzip" if _is_bgzf_header(head) else "gzip"
-    if b"\x00" in head or any(head.startswith(magic) for magic, _ in _BINARY):
+    if b"\x00" in head or any(head.startswith(magic) for magic, _ in _BINARY) or \
+            any(head.startswith(magic) for magic, _, _ in _COMPRESSED):
         return "binary"
     try:
         text = head.decode("utf-8", errors="strict") if len(head) < 4096 else head[:-4].decode("utf-8")
@@ -89,6 +92,12 @@ def _check_file(path: str, argument: str) -> str:
     if kind == "binary":
         with open(path, "rb") as handle:
             head = handle.read(8)
+        for magic, tool, suffix in _COMPRESSED:
+            if head.startswith(magic):
+                raise CompressionError(f"{path} is compressed with {tool}, which cannot be indexed; decompress it "
+                                       f"({tool} -d {path}) or recompress it with bgzip ({tool} -dc {path} | bgzip > "
+                                       f"{path[:-len(suffix)] if path.endswith(suffix) else path}.gz)",
+                                       argument=argument, path=path, kind=tool)
         what = next((w for magic, w in _BINARY if head.startswith(magic)), "a binary file")
         raise FastaFormatError(f"{path} is {what}, not a FASTA file; give a text file of '>name' lines and "
                                f"sequences", argument=argument, path=path, kind="binary")
@@ -207,6 +216,9 @@ def _layout_error(path: str, argument: str, exc: BaseException) -> FastaFormatEr
             if blank is not None and line.strip():
                 where = "after" if line.startswith(">") else "inside"
                 break
+            if line.startswith(">") and not line[1:].split():
+                return FastaFormatError(f"{path}, line {number}: a '>' line without a name; give every record a name "
+                                        f"(the first word after '>')", argument=argument, path=path, line=number)
             if line.startswith(">"):
                 record, width, last = (line[1:].split() or [""])[0], None, None
             elif record is not None and not line.strip():
@@ -317,6 +329,7 @@ def open_fasta(path, *, width: int | None = None, n_policy: str = "zero") -> Seq
     keys = list(fasta.keys())
     lengths = np.array([fasta.faidx.index[k].rlen for k in keys], dtype=np.int64)
     try:
+        _refuse_empty_records(path, keys, lengths)
         width = _common_width(path, keys, lengths, width)
         kept, skipped = np.arange(len(keys)), []
         if n_policy != NPolicy.ZERO:
@@ -325,6 +338,16 @@ def open_fasta(path, *, width: int | None = None, n_policy: str = "zero") -> Seq
         fasta.close()
         raise
     return _FastaSource(fasta, path=path, keys=keys, record_lengths=lengths, kept=kept, width=width, skipped=skipped)
+
+
+def _refuse_empty_records(path, keys, lengths) -> None:
+    empty = np.flatnonzero(lengths == 0)
+    if empty.size:
+        shown = ", ".join(repr(keys[i][:60]) for i in empty[:3]) + (f" and {empty.size - 3} more" if empty.size > 3
+                                                                    else "")
+        raise SequenceError(f"{path}: record {shown} {'is' if empty.size == 1 else 'are'} empty (no bases after the "
+                            f"'>' line); remove {'it' if empty.size == 1 else 'them'} or add the sequence",
+                            argument="fasta", path=path, names=[keys[i] for i in empty[:3]])
 
 
 def _common_width(path, keys, lengths, width) -> int:
@@ -336,9 +359,6 @@ def _common_width(path, keys, lengths, width) -> int:
         more = f" ({odd.size - 3} more differ)" if odd.size > 3 else ""
         raise SequenceError(f"{path}: sequences differ in length: {keys[0]!r} has {lengths[0]} bases but {shown}"
                             f"{more}; give width= to centre-crop or N-pad them to one length", argument="width",
-                            path=path)
-    if int(lengths[0]) == 0:
-        raise SequenceError(f"{path}: the sequences are empty; give each '>name' line a sequence", argument="fasta",
                             path=path)
     return int(lengths[0])
 

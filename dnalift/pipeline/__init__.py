@@ -141,14 +141,17 @@ def _score_locked(config: ScoreConfig, progress, t0: float) -> ScoreSummary:
         shard = shard_attrs(config.shard, len(source)) if config.shard is not None else {}
         row_start, row_stop = (shard["row_start"], shard["row_stop"]) if shard else (0, len(source))
         run = _Run(config, source, model, references, targets, paths, row_start, row_stop - row_start)
+        if shard and run.n_rows == 0:
+            log.warning("shard %s has no sequences (the input has %d, fewer than the shards): its file is empty; "
+                        "dnalift merge takes it with the others", config.shard, len(source))
         attrs = _attrs(run, fingerprint, shard)
         _open_writers(run, attrs)
         n_resumed = _score_chunks(run, progress)
         seconds = time.perf_counter() - t0
-        worst_value, worst_name = worst_delta(run.targets, run.paths)
+        worst_value, worst_name, n_nonfinite = worst_delta(run.targets, run.paths)
         return ScoreSummary(outputs=paths, targets=[t.label for t in targets], n_sequences=run.n_rows,
                             n_scored=run.n_rows - n_resumed, n_resumed=n_resumed, n_skipped=len(source.skipped),
-                            seconds=seconds, max_abs_delta=worst_value, worst=worst_name)
+                            seconds=seconds, max_abs_delta=worst_value, worst=worst_name, n_nonfinite=n_nonfinite)
     finally:
         source.close()
         if references is not None:
@@ -168,6 +171,7 @@ def _attrs(run: _Run, fingerprint: str, shard: dict) -> dict:
         "precision": c.precision, "width": run.source.length, "input_kind": "regions" if regions else "fasta",
         "center": c.center if regions else None, "off_genome": c.off_genome if regions else None,
         "allow_gradient": list(c.allow_gradient) or None, "n_targets": len(run.targets),
+        "allow_nonfinite": True if c.allow_nonfinite else None,
         "layout": c.layout if c.layout != Layout.AUTO else None,
         "control_inputs": c.control_inputs if c.control_inputs != ControlInputs.ZEROS else None,
         "command_line": c.command_line or None, **shard,
@@ -253,6 +257,9 @@ def _handle_failures(run: _Run, score) -> None:
             _abandon(run.writers, delete=None, quiet=True)
             raise
         rows = _abandon(run.writers, delete=None, quiet=True)
+        if rows == 0 or not run.writers[0].partial.exists():
+            raise DiskFullError(f"{e}; nothing was written (no chunk was complete): free space and run the command "
+                                f"again", argument=e.argument, **dict(e.details, kept=False)) from None
         raise DiskFullError(f"{e}; {rows} of {run.n_rows} rows are kept in {run.writers[0].partial}: free space and "
                             f"rerun the same command with resume=True", argument=e.argument,
                             **e.details) from None

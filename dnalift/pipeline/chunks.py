@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from dnalift.options import ControlInputs
-from dnalift.errors import ModelInputError
+from dnalift.errors import ModelInputError, NonFiniteError
 
-__all__ = ["score_chunk", "read_chunk", "Overlap"]
+__all__ = ["score_chunk", "read_chunk", "Overlap", "check_finite", "short_name"]
+
+log = logging.getLogger(__name__)
 
 
 class Overlap:
@@ -87,6 +91,7 @@ def score_chunk(run, c0: int, c1: int, progress, done: int, inputs=None):
         def report(k, base=done):
             progress(base + k, run.n_rows)
     hyp, pred, ref_pred, deltas = _attribute(run, X, R, names, report)
+    check_finite(names, hyp, pred, ref_pred, deltas, allow=c.allow_nonfinite)
     regions = None
     if source.regions is not None:
         rows = slice(run.row_start + c0, run.row_start + c1)
@@ -98,6 +103,49 @@ def score_chunk(run, c0: int, c1: int, progress, done: int, inputs=None):
                     reference_predictions=ref_pred[:, t], deltas=deltas[:, t], regions=regions)
 
     return write
+
+
+def check_finite(names, hyp, pred, ref_pred, deltas, *, allow: bool) -> int:
+    """Stop on rows with a NaN or infinite value (or, with ``allow``, warn and count them).
+
+    Parameters
+    ----------
+    names : list of str, length b
+    hyp : ndarray (b, T, 4, L)
+    pred, ref_pred, deltas : ndarray (b, T)
+
+    Returns
+    -------
+    int
+        The rows with a non-finite value (only with ``allow``).
+
+    Raises
+    ------
+    NonFiniteError
+        Without ``allow``, naming the first such sequences and what was not finite.
+    """
+    parts = {"prediction": ~np.isfinite(pred).all(axis=1), "reference prediction": ~np.isfinite(ref_pred).all(axis=1),
+             "scores": ~np.isfinite(hyp).reshape(len(hyp), -1).all(axis=1)}
+    bad = parts["prediction"] | parts["reference prediction"] | parts["scores"] | ~np.isfinite(deltas).all(axis=1)
+    if not bad.any():
+        return 0
+    rows = np.flatnonzero(bad)
+    shown = ", ".join(repr(short_name(names[i])) for i in rows[:3]) + (f" and {rows.size - 3} more" if rows.size > 3
+                                                                       else "")
+    what = ", ".join(k for k, v in parts.items() if v.any()) or "summation-to-delta error"
+    if allow:
+        log.warning("NaN or infinite %s for %s; kept (allow_nonfinite=True: the file's attribute "
+                    "'allow_nonfinite' flags it)", what, shown)
+        return int(rows.size)
+    raise NonFiniteError(f"the model gives a NaN or infinite {what} for {shown}; nothing is written. Check the model "
+                         f"on these sequences (a log of 0, a division by 0, an overflow: try precision='float64'), "
+                         f"or pass allow_nonfinite=True to keep such rows, flagged", argument="model",
+                         names=[names[i] for i in rows[:3]])
+
+
+def short_name(name: str, limit: int = 60) -> str:
+    """``name``, cut to ``limit`` characters with an ellipsis (a FASTA name may run to thousands)."""
+    return name if len(name) <= limit else name[: limit - 3] + "..."
 
 
 def _attribute(run, X, R, names, progress):

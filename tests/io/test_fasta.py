@@ -79,7 +79,7 @@ def test_duplicate_names_listed(tmp_path):
 
 @pytest.mark.parametrize(
     "content, match",
-    [("", "is empty"), ("hello\nworld\n", "not a FASTA file: it does not start with a '>name' line"), (">a\n\n>b\n\n", "the sequences are empty")],
+    [("", "is empty"), ("hello\nworld\n", "not a FASTA file: it does not start with a '>name' line"), (">a\n\n>b\n\n", "record 'a', 'b' are empty")],
 )
 def test_bad_fasta_files(tmp_path, content, match):
     path = tmp_path / "x.fa"
