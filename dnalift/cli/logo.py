@@ -78,6 +78,7 @@ def logo(result, name, index, start, end, around_max, hypothetical, output, forc
         except NameNotFoundError as e:
             raise NameNotFoundError(f"{e}; list the names with `dnalift inspect {result} --names`",
                                     argument=e.argument, **e.details) from None
+        reader.refuse_nonfinite(row, row + 1, "it has no logo", reader.hypothetical(slice(row, row + 1)))
         fig = plot_result(reader, row, start=start, end=end, around_max=around_max, hypothetical=hypothetical)
         label = reader.names[row]
     _save(fig, output)

@@ -47,6 +47,7 @@ from typing import Callable, Sequence
 from dnalift.options import ControlInputs, Layout
 from dnalift.pipeline.config import ScoreConfig
 from dnalift.errors import DiskFullError, DnaliftError, OutputWriteError
+from dnalift.pipeline.batch import run_batch_size
 from dnalift.pipeline.chunks import Overlap, read_chunk, score_chunk
 from dnalift.pipeline.inputs import check_argument_order, check_device, open_inputs, scan
 from dnalift.pipeline.outputs import ScoreSummary, output_paths, resolve_targets, worst_delta
@@ -76,6 +77,7 @@ class _Run:
     paths: list
     row_start: int
     n_rows: int
+    batch_size: int
     writers: list = dataclasses.field(default_factory=list)
     fresh: list = dataclasses.field(default_factory=list)
 
@@ -140,7 +142,8 @@ def _score_locked(config: ScoreConfig, progress, t0: float) -> ScoreSummary:
                                      seed=config.seed, names=source.names)
         shard = shard_attrs(config.shard, len(source)) if config.shard is not None else {}
         row_start, row_stop = (shard["row_start"], shard["row_stop"]) if shard else (0, len(source))
-        run = _Run(config, source, model, references, targets, paths, row_start, row_stop - row_start)
+        run = _Run(config, source, model, references, targets, paths, row_start, row_stop - row_start,
+                   batch_size=run_batch_size(config, model, source.length, paths))
         if shard and run.n_rows == 0:
             log.warning("shard %s has no sequences (the input has %d, fewer than the shards): its file is empty; "
                         "dnalift merge takes it with the others", config.shard, len(source))
@@ -171,7 +174,7 @@ def _attrs(run: _Run, fingerprint: str, shard: dict) -> dict:
         "precision": c.precision, "width": run.source.length, "input_kind": "regions" if regions else "fasta",
         "center": c.center if regions else None, "off_genome": c.off_genome if regions else None,
         "allow_gradient": list(c.allow_gradient) or None, "n_targets": len(run.targets),
-        "allow_nonfinite": True if c.allow_nonfinite else None,
+        "allow_nonfinite": True if c.allow_nonfinite else None, "batch_size": run.batch_size,
         "layout": c.layout if c.layout != Layout.AUTO else None,
         "control_inputs": c.control_inputs if c.control_inputs != ControlInputs.ZEROS else None,
         "command_line": c.command_line or None, **shard,

@@ -184,7 +184,7 @@ def _run_engine(run, X, R, names, progress, strand: str = ""):
     if c.control_inputs != ControlInputs.ZEROS:
         options["control_inputs"] = str(c.control_inputs)
     res = engine.attribute(run.model, X, R, target=list(run.targets), rule=str(c.rule),
-                           max_rule=str(c.max_rule), batch_size=c.batch_size, device=c.device,
+                           max_rule=str(c.max_rule), batch_size=run.batch_size, device=c.device,
                            dtype=torch.float64 if c.precision == "float64" else torch.float32,
                            allow_gradient=c.allow_gradient, names=[f"{strand}{name}" for name in names],
                            progress=progress, **options)

@@ -70,7 +70,7 @@ from dnalift.options import parse_shard as _parse_option_shard
 __all__ = [
     "FORMAT_VERSION", "AXIS_ORDER", "ALPHABET", "RAW", "HYPOTHETICAL", "PROJECTED", "NAMES", "PREDICTIONS",
     "REFERENCE_PREDICTIONS", "DELTAS", "CHUNKS_COMPLETE", "REGIONS", "REGION_FIELDS", "Dataset", "PER_BASE",
-    "PER_ROW", "REGION_DATASETS", "STRING", "region_path", "SHARD_ATTRS", "VOLATILE_ATTRS", "STORAGE_ATTRS",
+    "PER_ROW", "REGION_DATASETS", "STRING", "region_path", "SHARD_ATTRS", "VOLATILE_ATTRS", "STORAGE_ATTRS", "COMPUTE_ATTRS",
     "PROVENANCE_ATTRS", "FINGERPRINT_ATTRS", "COMPRESSIONS", "partial_path", "lock_path", "default_chunk_size",
     "parse_shard", "shard_attrs", "n_chunks", "comparable", "ROW_VALUES",
 ]
@@ -130,12 +130,18 @@ STORAGE_ATTRS = ("chunk_size", "compression")
 PROVENANCE_ATTRS = ("model_path", "input", "genome", "reference_path")
 #: what identifies the inputs: compared by resume and merge
 FINGERPRINT_ATTRS = ("input_sha256", "model_sha256", "reference_sha256")
+#: how the numbers were computed, which changes their last bits (dnalift.pipeline.batch): compared by resume (a
+#: resumed file holds the bits of an uninterrupted run), not by merge (shards agree to float32 rounding)
+COMPUTE_ATTRS = ("batch_size",)
 COMPRESSIONS = ("gzip", "lzf", "none")
 
 
-def comparable(attrs: dict) -> dict:
-    """The attributes that two files of one run (a partial file and its resumption; shards) must share."""
+def comparable(attrs: dict, *, resume: bool = False) -> dict:
+    """The attributes that two files of one run must share: a partial file and its resumption (``resume``), or
+    shards (which may differ in :data:`COMPUTE_ATTRS`)."""
     skip = set(VOLATILE_ATTRS) | set(STORAGE_ATTRS) | set(PROVENANCE_ATTRS) | set(SHARD_ATTRS)
+    if not resume:
+        skip |= set(COMPUTE_ATTRS)
     return {k: v for k, v in attrs.items() if k not in skip}
 
 
