@@ -205,6 +205,17 @@ class ScoreConfig:
         put(self, "allow_gradient", tuple(str(op).strip().removeprefix("aten.") for op in ops if str(op).strip()))
         if self.arch_kwargs is not None and self.arch is None:
             raise _option_error("arch_kwargs needs arch= (the package.module:Class they are for)", "arch_kwargs")
+        if isinstance(self.arch_kwargs, str):
+            import json
+
+            try:
+                kwargs = json.loads(self.arch_kwargs)
+            except json.JSONDecodeError as e:
+                raise _option_error(f"arch_kwargs is not JSON ({e}); give a JSON object, e.g. '{{\"n_filters\": 64}}'",
+                                    "arch_kwargs", value=self.arch_kwargs) from None
+            if not isinstance(kwargs, dict):
+                raise _option_error("arch_kwargs must be a JSON object of keyword arguments, e.g. "
+                                    "'{\"n_filters\": 64}'", "arch_kwargs", value=self.arch_kwargs)
         if self.resume and self.force:
             raise _option_error("give resume=True (finish the partial file) or force=True (start afresh), not both",
                                 "resume")
