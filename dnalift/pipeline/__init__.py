@@ -19,8 +19,9 @@ Output files
 
 Reproducibility
     Dinucleotide shuffles are seeded by ``(seed, sequence name)``, so a sequence gets the same references
-    whatever chunk, shard or resumed run it is scored in; a sharded or resumed run gives the same numbers
-    as one uninterrupted run (on the same device and precision).
+    whatever chunk, shard or resumed run it is scored in. A resumed run gives the bits of an uninterrupted one
+    (on the same device and precision): it keeps the batch size (:mod:`dnalift.pipeline.batch`). Shards and
+    other batch sizes agree to float32 rounding only, since a row's bits depend on the batch it is in.
 
 Failures
     A lock on the output name (:class:`~dnalift.io.store.lock.OutputLock`) keeps a second run with the same

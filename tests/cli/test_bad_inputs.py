@@ -234,6 +234,28 @@ def _full_disk_from_the_start(k, out, monkeypatch):
     monkeypatch.setattr(writer.shutil, "disk_usage", lambda path: Usage())
 
 
+def _sigterm_in_the_second_chunk(k, out, monkeypatch):
+    """The scheduler stops the job (SIGTERM) while the second chunk is scored."""
+    import os
+    import signal
+
+    import dnalift.attribution.engine as engine
+
+    real, calls = engine.attribute, []
+
+    def attribute(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # the command's handler raises in this thread
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "attribute", attribute)
+
+
+def _oom_in_the_second_chunk(k, out, monkeypatch):
+    fail_attribute_on_call(monkeypatch, 2, MemoryError)
+
+
 def _bad_int(option, value, *words):
     return Case(f"{option} {value}", _score(option, value), 2, (option, *words))
 
@@ -442,6 +464,11 @@ CASES = [
          ("Kernel size", "--width")),
     Case("disk full before the first chunk", _score("--chunk-size", 4), 1, ("no space left", "nothing was written"),
          prepare=_full_disk_from_the_start),
+    Case("SIGTERM in the second chunk", _score("--chunk-size", 4), 143, ("terminated (SIGTERM)",),
+         prepare=_sigterm_in_the_second_chunk, keep=(".o.h5.partial.h5",), warnings=1),
+    Case("out of memory in the second chunk", _score("--chunk-size", 4), 1, ("out of memory", "--batch-size",
+                                                                             "--force"),
+         prepare=_oom_in_the_second_chunk, keep=(".o.h5.partial.h5",), warnings=1),
     # --- more options
     Case("rule unknown", _score("--rule", "deeplift"), 2, ("--rule",)),
     Case("max-rule unknown", _score("--max-rule", "soft"), 2, ("--max-rule",)),
