@@ -137,3 +137,17 @@ def test_new_index_beside_the_fasta_is_announced(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="dnalift"):
         _read(path)
     assert any(f"writing {path}.fai" in r.getMessage() for r in caplog.records)
+
+
+def test_a_genome_that_changes_after_the_check_names_its_index(tmp_path):
+    from dnalift.errors import SequenceError
+
+    chr1 = "ACGT" * 30
+    genome = _write(tmp_path / "g.fa", [("chr1", chr1)], line=7)
+    bed = tmp_path / "r.bed"
+    bed.write_text("chr1\t90\t110\tr1\n")
+    with open_regions(bed, genome, width=20) as source:
+        with open(genome, "r+") as handle:  # cut short in place while the run reads it
+            handle.truncate(60)
+        with pytest.raises(SequenceError, match=r"chr1:90-110 has \d+ bases, not 20: .*g\.fa\.fai"):
+            source.sequences()
