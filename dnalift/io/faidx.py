@@ -96,8 +96,9 @@ def plan_index(path: str, *, bgzip: bool) -> IndexPlan:
     if os.access(os.path.dirname(os.path.abspath(path)), os.W_OK) and not os.path.exists(fai):
         logger.info("indexing %s: writing %s%s", path, fai, f" and {gzi}" if bgzip else "")
         return IndexPlan(fai, gzi, private=False, checked=False)
-    reason = f"{os.path.dirname(os.path.abspath(path))} cannot be written" if not present else ""
-    return use_private(path, reason or f"{fai} has no {gzi} beside it")
+    if os.path.exists(fai):  # bgzip: pyfaidx would rewrite an index it cannot check without its .gzi
+        return use_private(path, f"{fai} has no {gzi} beside it")
+    return use_private(path, f"{os.path.dirname(os.path.abspath(path))} cannot be written")
 
 
 def _parses(fai: str) -> bool:
