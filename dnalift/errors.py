@@ -25,6 +25,7 @@ __all__ = [
     "UnsupportedOp",
     "SequenceError",
     "RegionError",
+    "VariantError",
     "ReferenceInputError",
     "TargetError",
     "StoreError",
@@ -127,6 +128,10 @@ class SequenceError(DnaliftError, ValueError):
 
 class RegionError(DnaliftError, ValueError):
     """A BED/narrowPeak region cannot be used (bad line, unknown chromosome, off the chromosome...)."""
+
+
+class VariantError(RegionError):
+    """A VCF/TSV of variants cannot be read, or a variant cannot be scored (``off_genome="error"``)."""
 
 
 class ReferenceInputError(DnaliftError, ValueError):

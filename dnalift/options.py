@@ -12,7 +12,8 @@ import enum
 import re
 
 __all__ = ["Choice", "Mode", "MaxRule", "Precision", "NPolicy", "Center", "ReferenceMethod", "Layout",
-           "ControlInputs", "OffGenome", "parse_choice", "parse_shard", "INT_MAX", "POSITION_MAX"]
+           "ControlInputs", "OffGenome", "PairReferences", "parse_choice",
+           "parse_shard", "INT_MAX", "POSITION_MAX"]
 
 #: the largest value of each integer option of a scoring run: what the result file can hold (its attributes are
 #: int64, the seed uint64; an HDF5 chunk holds under 2**32 bytes, so one row of scores, 4 x L float32, bounds
@@ -129,10 +130,19 @@ class ControlInputs(Choice):
 
 class OffGenome(Choice):
     """A BED region whose window is not on the genome (it runs off its chromosome, or its chromosome is not in
-    the genome FASTA): leave it out (counted, with a warning) or stop."""
+    the genome FASTA): leave it out (counted, with a warning) or stop. For variants, also a REF that is not the
+    genome's bases."""
 
     SKIP = "skip"
     ERROR = "error"
+
+
+class PairReferences(Choice):
+    """The references of a variant's two rows (:mod:`dnalift.references.pairs`): both those of the reference
+    allele's row, or each row its own."""
+
+    SHARED = "shared"
+    OWN = "own"
 
 
 def _option_error(message: str, argument: str, **details):

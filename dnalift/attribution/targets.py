@@ -42,6 +42,9 @@ __all__ = ["Target", "resolve_targets", "output_table", "PROFILE", "COUNTS"]
 
 PROFILE = "profile"
 COUNTS = "counts"
+#: the endings of chrombpnet's output layer names (``wo_bias_bpnet_logcount_predictions``), which make an output
+#: the profile or the counts
+CHROMBPNET_OUTPUTS = {PROFILE: "logits_profile_predictions", COUNTS: "logcount_predictions"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +140,10 @@ def _standard(outputs) -> dict:
     for role in (PROFILE, COUNTS):
         if role in names:
             roles[role] = names.index(role)
+            continue
+        ends = [i for i, n in enumerate(names) if n and n.endswith(CHROMBPNET_OUTPUTS[role])]
+        if len(ends) == 1:  # chrombpnet's Keras output layers, with or without a prefix
+            roles[role] = ends[0]
     if not roles and len(outputs) == 2 and len(outputs[0].shape) == 2 and len(outputs[1].shape) == 1:
         roles = {PROFILE: 0, COUNTS: 1}
     return roles

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 
-from dnalift.options import ControlInputs, Layout
+from dnalift.options import ControlInputs, Layout, PairReferences
 from dnalift.pipeline.config import ScoreConfig
 from dnalift.errors import DiskFullError, DnaliftError, OutputWriteError
 from dnalift.pipeline.batch import run_batch_size
@@ -127,7 +127,6 @@ def score(config: ScoreConfig, *, progress: Callable[[int, int], None] | None = 
 def _score_locked(config: ScoreConfig, progress, t0: float) -> ScoreSummary:
     from dnalift.io.outputs import check_not_existing, check_not_input
     from dnalift.io.store import shard_attrs
-    from dnalift.references.make import make_references
 
     source, model = open_inputs(config)
     references = None
@@ -139,9 +138,9 @@ def _score_locked(config: ScoreConfig, progress, t0: float) -> ScoreSummary:
             check_not_input(p, config.input_files())
         for p in paths if len(paths) > 1 else ():
             check_not_existing(p, force=config.force, resume=config.resume)
-        references = make_references(config.reference, length=source.length, n_refs=config.n_refs,
-                                     seed=config.seed, names=source.names)
-        shard = shard_attrs(config.shard, len(source)) if config.shard is not None else {}
+        references = _references(config, source)
+        group = 2 if config.variants is not None else 1
+        shard = shard_attrs(config.shard, len(source), group=group) if config.shard is not None else {}
         row_start, row_stop = (shard["row_start"], shard["row_stop"]) if shard else (0, len(source))
         run = _Run(config, source, model, references, targets, paths, row_start, row_stop - row_start,
                    batch_size=run_batch_size(config, model, source.length, paths))
@@ -155,25 +154,43 @@ def _score_locked(config: ScoreConfig, progress, t0: float) -> ScoreSummary:
         worst_value, worst_name, n_nonfinite = worst_delta(run.targets, run.paths)
         return ScoreSummary(outputs=paths, targets=[t.label for t in targets], n_sequences=run.n_rows,
                             n_scored=run.n_rows - n_resumed, n_resumed=n_resumed, n_skipped=len(source.skipped),
-                            seconds=seconds, max_abs_delta=worst_value, worst=worst_name, n_nonfinite=n_nonfinite)
+                            seconds=seconds, max_abs_delta=worst_value, worst=worst_name, n_nonfinite=n_nonfinite,
+                            paired=config.variants is not None)
     finally:
         source.close()
         if references is not None:
             references.close()
 
 
+def _references(config: ScoreConfig, source):
+    """The run's references; for variants wrapped to treat each pair of rows together (``pair_references``)."""
+    from dnalift.references.make import make_references
+
+    if config.variants is None:
+        return make_references(config.reference, length=source.length, n_refs=config.n_refs, seed=config.seed,
+                               names=source.names)
+    from dnalift.references.pairs import PairedReferences
+
+    names = source.ids if config.pair_references == PairReferences.SHARED else source.names
+    inner = make_references(config.reference, length=source.length, n_refs=config.n_refs, seed=config.seed,
+                            names=names)
+    return PairedReferences(inner, config.pair_references)
+
+
 def _attrs(run: _Run, fingerprint: str, shard: dict) -> dict:
     """The root attributes every result file of the run gets (the writers add the target's own)."""
     c, refs, model = run.config, run.references, run.model
-    regions = c.regions is not None
+    regions, variants = c.regions is not None, c.variants is not None
+    kind = "regions" if regions else "variants" if variants else "fasta"
     return {
         "rule": c.rule, "max_rule": c.max_rule, "reference": refs.label, "n_refs": refs.n_refs, "seed": c.seed,
         "input_sha256": fingerprint, "model_sha256": model.sha256, "reference_sha256": refs.sha256,
         "model_path": os.fspath(c.model), "input": os.fspath(c.input_path), "reference_path": refs.path,
-        "genome": os.fspath(c.genome) if regions else None, "model_format": model.format,
+        "genome": os.fspath(c.genome) if c.genome is not None else None, "model_format": model.format,
         "normalized": bool(model.normalized), "n_policy": c.n_policy, "rc_average": c.rc_average,
-        "precision": c.precision, "width": run.source.length, "input_kind": "regions" if regions else "fasta",
-        "center": c.center if regions else None, "off_genome": c.off_genome if regions else None,
+        "precision": c.precision, "width": run.source.length, "input_kind": kind,
+        "center": c.center if regions else None, "off_genome": c.off_genome if regions or variants else None,
+        "pair_references": c.pair_references if variants else None,
         "allow_gradient": list(c.allow_gradient) or None, "n_targets": len(run.targets),
         "allow_nonfinite": True if c.allow_nonfinite else None, "batch_size": run.batch_size,
         "layout": c.layout if c.layout != Layout.AUTO else None,
@@ -200,12 +217,15 @@ def _open_writers(run: _Run, attrs: dict) -> None:
 
     c = run.config
     chunk = c.chunk_size or min(MAX_CHUNK, default_chunk_size(run.source.length))
+    if c.variants is not None:
+        chunk += chunk % 2  # whole pairs in every chunk: a pair's references are made together
     try:
         for target, path in zip(run.targets, run.paths):
             own = dict(attrs, target=target.label, **_target_attrs(run.model, target))
             fresh = not (c.resume and partial_path(path).exists())
             writer = ResultWriter(path, n=run.n_rows, length=run.source.length, attrs=own, chunk_size=chunk,
-                                  regions=run.source.regions is not None, force=c.force, resume=c.resume,
+                                  regions=run.source.regions is not None, variants=c.variants is not None,
+                                  force=c.force, resume=c.resume,
                                   lock=Path(path) != c.output)
             run.writers.append(writer)
             run.fresh.append(fresh or writer.completed_rows() == 0)

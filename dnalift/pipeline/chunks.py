@@ -92,15 +92,17 @@ def score_chunk(run, c0: int, c1: int, progress, done: int, inputs=None):
             progress(base + k, run.n_rows)
     hyp, pred, ref_pred, deltas = _attribute(run, X, R, names, report)
     check_finite(names, hyp, pred, ref_pred, deltas, allow=c.allow_nonfinite)
-    regions = None
+    regions = variants = None
+    rows = slice(run.row_start + c0, run.row_start + c1)
     if source.regions is not None:
-        rows = slice(run.row_start + c0, run.row_start + c1)
         regions = {k: source.regions[k][rows] for k in ("chrom", "start", "end", "strand")}
+    if getattr(source, "variants_of", None) is not None:
+        variants = source.variants_of(rows.start, rows.stop)
 
     def write():
         for t, w in enumerate(run.writers):
             w.write(c0, raw=X, hypothetical=hyp[:, t], names=names, predictions=pred[:, t],
-                    reference_predictions=ref_pred[:, t], deltas=deltas[:, t], regions=regions)
+                    reference_predictions=ref_pred[:, t], deltas=deltas[:, t], regions=regions, variants=variants)
 
     return write
 

@@ -11,8 +11,8 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-from dnalift.options import (INT_MAX, Center, ControlInputs, Layout, MaxRule, Mode, NPolicy, OffGenome, Precision,
-                             ReferenceMethod, parse_choice, parse_shard)
+from dnalift.options import (INT_MAX, Center, ControlInputs, Layout, MaxRule, Mode, NPolicy, OffGenome,
+                             PairReferences, Precision, ReferenceMethod, parse_choice, parse_shard)
 
 __all__ = ["parse_shard", "parse_device", "ScoreConfig"]
 
@@ -87,13 +87,18 @@ class ScoreConfig:
         Sequences, all of one length unless ``width`` is given (then centre-cropped or N-padded).
     regions, genome : path, optional
         BED/narrowPeak regions and the genome FASTA they are on, instead of ``fasta``.
+    variants : path, optional
+        A VCF or variant-scorer TSV of variants on ``genome``, instead of ``fasta``: each variant is scored
+        twice, rows in pairs (reference allele, alternative) (:mod:`dnalift.io.variant_source`).
     width : int, optional
         Sequence length; for regions the window width (default: the model's input length).
     center : Center
         Where region windows are centred (``mid`` or the narrowPeak ``summit``).
     off_genome : OffGenome
         Regions whose window is not on the genome (off the chromosome's end, or an unknown chromosome):
-        ``skip`` (counted, with a warning) or ``error``.
+        ``skip`` (counted, with a warning) or ``error``. For variants also a REF that differs from the genome.
+    pair_references : PairReferences
+        For variants: ``shared`` (both rows use the references of the reference allele's row) or ``own``.
     reference : ReferenceMethod or path
         ``dinuc`` (``n_refs`` shuffles per sequence), ``gc``, ``uniform``, ``zeros``, or a FASTA of references.
     n_refs, seed : int
@@ -143,9 +148,11 @@ class ScoreConfig:
     fasta: Path | None = None
     regions: Path | None = None
     genome: Path | None = None
+    variants: Path | None = None
     width: int | None = None
     center: Center = Center.MID
     off_genome: OffGenome = OffGenome.SKIP
+    pair_references: PairReferences = PairReferences.SHARED
     reference: Any = ReferenceMethod.DINUC
     n_refs: int = 20
     seed: int = 0
@@ -175,17 +182,20 @@ class ScoreConfig:
         put = object.__setattr__
         put(self, "model", _path(self.model, "model", optional=False))
         put(self, "output", _path(self.output, "output", optional=False))
-        for name in ("fasta", "regions", "genome"):
+        for name in ("fasta", "regions", "genome", "variants"):
             put(self, name, _path(getattr(self, name), name))
-        if (self.fasta is None) == (self.regions is None):
-            raise _option_error("give exactly one of fasta (sequences) and regions (with genome)", "fasta")
-        if self.regions is not None and self.genome is None:
-            raise _option_error("regions need genome=, the genome FASTA the regions are on", "genome")
+        if sum(x is not None for x in (self.fasta, self.regions, self.variants)) != 1:
+            raise _option_error("give exactly one of fasta (sequences), regions (with genome) and variants (with "
+                                "genome)", "fasta")
+        for name in ("regions", "variants"):
+            if getattr(self, name) is not None and self.genome is None:
+                raise _option_error(f"{name} need genome=, the genome FASTA the {name} are on", "genome")
         if self.fasta is not None and self.genome is not None:
             raise _option_error("genome= is for regions; with fasta= leave it out", "genome")
         for name, enum_type in (("center", Center), ("off_genome", OffGenome), ("rule", Mode),
                                 ("max_rule", MaxRule), ("precision", Precision), ("n_policy", NPolicy),
-                                ("layout", Layout), ("control_inputs", ControlInputs)):
+                                ("layout", Layout), ("control_inputs", ControlInputs),
+                                ("pair_references", PairReferences)):
             put(self, name, parse_choice(enum_type, getattr(self, name), argument=name))
         put(self, "reference", self._parse_reference(self.reference))
         put(self, "width", _positive(self.width, "width", optional=True))
@@ -242,14 +252,14 @@ class ScoreConfig:
 
     @property
     def input_path(self) -> Path:
-        """The file the sequences come from: ``fasta`` or ``regions``."""
-        return self.fasta if self.fasta is not None else self.regions
+        """The file the sequences come from: ``fasta``, ``regions`` or ``variants``."""
+        return next(p for p in (self.fasta, self.regions, self.variants) if p is not None)
 
     def input_files(self) -> dict[str, Path]:
         """The files the run reads, by argument name (``model``, ``fasta`` or ``regions`` and ``genome``,
         ``reference``), for the check that no output overwrites one."""
-        files = {"model": self.model, "fasta": self.fasta, "regions": self.regions, "genome": self.genome,
-                 "reference": self.reference_file}
+        files = {"model": self.model, "fasta": self.fasta, "regions": self.regions, "variants": self.variants,
+                 "genome": self.genome, "reference": self.reference_file}
         return {k: v for k, v in files.items() if v is not None}
 
     def replace(self, **changes) -> "ScoreConfig":

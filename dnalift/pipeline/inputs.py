@@ -58,6 +58,7 @@ def open_inputs(config: ScoreConfig):
     """The sequence source and the model, loaded once (for regions without ``width`` the model gives it)."""
     from dnalift.io.fasta import open_fasta
     from dnalift.io.regions import open_regions
+    from dnalift.io.variant_source import open_variants
 
     model = None
     if config.fasta is not None:
@@ -68,11 +69,15 @@ def open_inputs(config: ScoreConfig):
             model = _load(config, None)
             width = model.input_length
             if width is None:
-                raise RegionError(f"{config.regions}: give the window width with width= (the model does not "
+                raise RegionError(f"{config.input_path}: give the window width with width= (the model does not "
                                   f"record its input length)", argument="width")
             log.info("using the model's input length %d as the window width", width)
-        source = open_regions(config.regions, config.genome, width=width, center=config.center,
-                              off_genome=config.off_genome, n_policy=config.n_policy)
+        if config.variants is not None:
+            source = open_variants(config.variants, config.genome, width=width, off_genome=config.off_genome,
+                                   n_policy=config.n_policy)
+        else:
+            source = open_regions(config.regions, config.genome, width=width, center=config.center,
+                                  off_genome=config.off_genome, n_policy=config.n_policy)
     try:
         log.info("%s: %d sequences of length %d%s", source.path, len(source), source.length,
                  f" ({len(source.skipped)} skipped)" if source.skipped else "")

@@ -43,6 +43,8 @@ class ScoreSummary:
         Name of the sequence with that error (and its target when there are several).
     n_nonfinite : int
         Rows whose delta is NaN or infinite (kept only with ``allow_nonfinite``), over all targets.
+    paired : bool
+        Rows come in pairs, two per variant (``n_skipped`` then counts variants).
     """
 
     outputs: list
@@ -55,6 +57,7 @@ class ScoreSummary:
     max_abs_delta: float
     worst: str | None
     n_nonfinite: int = 0
+    paired: bool = False
 
     def line(self) -> str:
         """The one-line summary ``dnalift score`` prints."""
@@ -68,7 +71,10 @@ class ScoreSummary:
                 delta += f" ({self.worst})"
         if self.n_nonfinite:
             delta += f"; {self.n_nonfinite} rows with NaN or infinite values, kept (allow_nonfinite=True)"
-        return (f"scored {self.n_scored} sequences{resumed}, skipped {self.n_skipped}, in "
+        scored = f"{self.n_scored} sequences"
+        if self.paired:
+            scored = f"{self.n_scored // 2} variants ({self.n_scored} rows)"
+        return (f"scored {scored}{resumed}, skipped {self.n_skipped}, in "
                 f"{_duration(self.seconds)}; {delta} -> {files}")
 
 

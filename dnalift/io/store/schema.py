@@ -30,6 +30,13 @@ garbage; string datasets take no filters)::
     regions/end            (n,)  int64        (end - start == L),
     regions/strand         (n,)  str          "+", "-" (the sequence is the reverse complement of the
                                               genome window, position 0 is genome position end - 1) or "."
+    variant_ids            (n,)  str          only when the input was variants (``dnalift variants``): rows
+    alleles                (n,)  int8         come in pairs, 2k the reference allele (0), 2k+1 the
+    variants/chrom         (n,)  str          alternative (1), of variant k; both rows carry its id, its
+    variants/pos           (n,)  int64        chromosome, the 0-based genome position of REF's first
+    variants/ref           (n,)  str          base, its two alleles (upper case, "" when empty) and
+    variants/alt           (n,)  str          the index in the window where the allele starts (offset,
+    variants/offset        (n,)  int64        L // 2); see dnalift.io.variant_source for the windows
 
 The axis order is (sequence, base, position), the one TF-MoDISco lite reads from ``shap/seq`` and
 ``raw/seq`` and that chrombpnet writes. Row ``i`` of every dataset is the same sequence. Positions are
@@ -70,7 +77,8 @@ from dnalift.options import parse_shard as _parse_option_shard
 __all__ = [
     "FORMAT_VERSION", "AXIS_ORDER", "ALPHABET", "RAW", "HYPOTHETICAL", "PROJECTED", "NAMES", "PREDICTIONS",
     "REFERENCE_PREDICTIONS", "DELTAS", "CHUNKS_COMPLETE", "REGIONS", "REGION_FIELDS", "Dataset", "PER_BASE",
-    "PER_ROW", "REGION_DATASETS", "STRING", "region_path", "SHARD_ATTRS", "VOLATILE_ATTRS", "STORAGE_ATTRS", "COMPUTE_ATTRS",
+    "PER_ROW", "REGION_DATASETS", "STRING", "VARIANT_IDS", "ALLELES", "VARIANTS",
+    "VARIANT_DATASETS", "variant_field", "region_path", "SHARD_ATTRS", "VOLATILE_ATTRS", "STORAGE_ATTRS", "COMPUTE_ATTRS",
     "PROVENANCE_ATTRS", "FINGERPRINT_ATTRS", "COMPRESSIONS", "partial_path", "lock_path", "default_chunk_size",
     "parse_shard", "shard_attrs", "n_chunks", "comparable", "ROW_VALUES",
 ]
@@ -92,6 +100,9 @@ DELTAS = "deltas"
 CHUNKS_COMPLETE = "chunks_complete"
 REGIONS = "regions"
 REGION_FIELDS = ("chrom", "start", "end", "strand")
+VARIANT_IDS = "variant_ids"
+ALLELES = "alleles"
+VARIANTS = "variants"
 
 
 class Dataset(NamedTuple):
@@ -111,8 +122,18 @@ PER_ROW = (Dataset(NAMES, STRING, False), Dataset(PREDICTIONS, np.dtype(np.float
 #: the (n,) datasets of a file scored from regions
 REGION_DATASETS = (Dataset(f"{REGIONS}/chrom", STRING, False), Dataset(f"{REGIONS}/start", np.dtype(np.int64), False),
                    Dataset(f"{REGIONS}/end", np.dtype(np.int64), False), Dataset(f"{REGIONS}/strand", STRING, False))
+#: the (n,) datasets of a file scored from variants (keyed by these names in writes and reads)
+VARIANT_DATASETS = (Dataset(VARIANT_IDS, STRING, False), Dataset(ALLELES, np.dtype(np.int8), False),
+                    Dataset(f"{VARIANTS}/chrom", STRING, False), Dataset(f"{VARIANTS}/pos", np.dtype(np.int64), False),
+                    Dataset(f"{VARIANTS}/ref", STRING, False), Dataset(f"{VARIANTS}/alt", STRING, False),
+                    Dataset(f"{VARIANTS}/offset", np.dtype(np.int64), False))
 #: the float32 per-row values (what a writer receives per row besides names)
 ROW_VALUES = (PREDICTIONS, REFERENCE_PREDICTIONS, DELTAS)
+
+
+def variant_field(name: str) -> str:
+    """The key of a :data:`VARIANT_DATASETS` dataset in writes and reads: ``variants/pos`` -> ``pos``."""
+    return name.rpartition("/")[2]
 
 
 def region_path(field: str) -> str:
@@ -176,11 +197,12 @@ def parse_shard(spec) -> tuple[int, int]:
     return _parse_option_shard(spec)
 
 
-def shard_attrs(spec: str, n_total: int) -> dict[str, Any]:
+def shard_attrs(spec: str, n_total: int, *, group: int = 1) -> dict[str, Any]:
     """Attributes of shard ``spec`` ("i-of-k", 1-based ``i``) of a run over ``n_total`` sequences.
 
     Rows are split into ``k`` contiguous blocks whose sizes differ by at most one; shard ``i`` gets
-    rows ``[(i-1)*n_total//k, i*n_total//k)``.
+    rows ``[(i-1)*n_total//k, i*n_total//k)``. With ``group`` (2 for variants: a pair of rows), whole groups
+    are split that way, so no group is cut.
 
     Returns
     -------
@@ -188,6 +210,7 @@ def shard_attrs(spec: str, n_total: int) -> dict[str, Any]:
         ``{"shard": "i-of-k", "row_start": int, "row_stop": int, "n_total": n_total}``
     """
     i, k = parse_shard(spec)
-    n_total = int(n_total)
-    return {"shard": f"{i}-of-{k}", "row_start": (i - 1) * n_total // k, "row_stop": i * n_total // k,
+    n_total, group = int(n_total), int(group)
+    groups = n_total // group
+    return {"shard": f"{i}-of-{k}", "row_start": (i - 1) * groups // k * group, "row_stop": i * groups // k * group,
             "n_total": n_total}

@@ -60,6 +60,8 @@ def validate_results(path: str | os.PathLike, *, check_values: bool = True) -> l
             problems += _validate_names(f[schema.NAMES], n, written)
         if schema.REGIONS in f:
             problems += _validate_regions(f[schema.REGIONS], n, shape[2], written)
+        if schema.VARIANT_IDS in f:
+            problems += _validate_variants(f, n)
         if check_values and not missing and not any(f[ds.name].shape != shape for ds in schema.PER_BASE):
             problems += _validate_values(f, n)
     return problems
@@ -126,6 +128,22 @@ def _validate_regions(g: h5py.Group, n: int, length: int, written: np.ndarray | 
     if bad_strand:
         problems.append(f"{bad_strand} regions have a strand other than +, - or .")
     return problems
+
+
+def _validate_variants(f: h5py.File, n: int) -> list[str]:
+    """The variant datasets are all there, of n rows, and the alleles alternate 0, 1 (rows in pairs)."""
+    problems = [f"dataset {ds.name} is missing" for ds in schema.VARIANT_DATASETS if ds.name not in f]
+    problems += [f"{ds.name} has shape {f[ds.name].shape}, expected ({n},)" for ds in schema.VARIANT_DATASETS
+                 if ds.name in f and f[ds.name].shape != (n,)]
+    if problems:
+        return problems
+    if n % 2:
+        return [f"a variants file has rows in pairs, but it has {n} rows"]
+    for a in range(0, n, _BLOCK):
+        alleles = f[schema.ALLELES][a:a + _BLOCK]
+        if (alleles[0::2] != 0).any() or (alleles[1::2] != 1).any():
+            return [f"{schema.ALLELES} does not alternate 0, 1 (reference, alternative) from row {a}"]
+    return []
 
 
 def _validate_values(f: h5py.File, n: int) -> list[str]:
