@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 
 from dnalift.options import ControlInputs
-from dnalift.errors import ModelInputError, NonFiniteError
+from dnalift.errors import ConservationWarning, ModelInputError, NonFiniteError
 
 __all__ = ["score_chunk", "read_chunk", "Overlap", "check_finite", "short_name"]
 
@@ -90,8 +91,13 @@ def score_chunk(run, c0: int, c1: int, progress, done: int, inputs=None):
     if progress is not None and not c.rc_average:
         def report(k, base=done):
             progress(base + k, run.n_rows)
-    hyp, pred, ref_pred, deltas = _attribute(run, X, R, names, report)
-    check_finite(names, hyp, pred, ref_pred, deltas, allow=c.allow_nonfinite)
+    with warnings.catch_warnings(record=True) as caught:  # held until the values are known to be finite
+        warnings.simplefilter("always")
+        hyp, pred, ref_pred, deltas = _attribute(run, X, R, names, report)
+    n_bad = check_finite(names, hyp, pred, ref_pred, deltas, allow=c.allow_nonfinite)
+    for w in caught:  # a conservation warning about NaN deltas only repeats what check_finite said
+        if not (n_bad and issubclass(w.category, ConservationWarning)):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     regions = variants = None
     rows = slice(run.row_start + c0, run.row_start + c1)
     if source.regions is not None:
