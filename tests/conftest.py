@@ -8,6 +8,7 @@
 - ``write_fasta(path, records)``: a FASTA file of ``(name, sequence)`` records, one line each.
 - ``export(model, *examples)``: ``torch.export`` of a model in eval mode with a dynamic batch dimension on each
   input (an example of batch 1 is repeated to 2, so that export does not specialise the batch).
+- every test session keeps dnalift's cache folder (private FASTA indexes) in a temporary ``XDG_CACHE_HOME``.
 - ``fail_attribute_on_call(monkeypatch, call, exc=KeyboardInterrupt)``: the engine's ``attribute`` raises on its
   ``call``-th call (an interrupted or failing run).
 
