@@ -12,7 +12,6 @@ overlap the value is their mean, as for regions (:func:`dnalift.io.bigwig.write_
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from pathlib import Path
 

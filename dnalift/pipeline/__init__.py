@@ -127,6 +127,7 @@ def score(config: ScoreConfig, *, progress: Callable[[int, int], None] | None = 
 def _score_locked(config: ScoreConfig, progress, t0: float) -> ScoreSummary:
     from dnalift.io.outputs import check_not_existing, check_not_input
     from dnalift.io.store import shard_attrs
+    from dnalift.io.store.schema import kept_regions_path, regions_format
 
     source, model = open_inputs(config)
     references = None
@@ -136,6 +137,8 @@ def _score_locked(config: ScoreConfig, progress, t0: float) -> ScoreSummary:
         paths = output_paths(config.output, [t.label for t in targets])
         for p in paths[1:] if len(paths) > 1 else ():
             check_not_input(p, config.input_files())
+        for p in paths if config.regions is not None else ():  # the kept regions file beside each output
+            check_not_input(kept_regions_path(p, regions_format(config.regions)), config.input_files())
         for p in paths if len(paths) > 1 else ():
             check_not_existing(p, force=config.force, resume=config.resume)
         references = _references(config, source)
@@ -179,6 +182,8 @@ def _references(config: ScoreConfig, source):
 
 def _attrs(run: _Run, fingerprint: str, shard: dict) -> dict:
     """The root attributes every result file of the run gets (the writers add the target's own)."""
+    from dnalift.io.store.schema import REGIONS_FORMAT, regions_format
+
     c, refs, model = run.config, run.references, run.model
     regions, variants = c.regions is not None, c.variants is not None
     kind = "regions" if regions else "variants" if variants else "fasta"
@@ -191,6 +196,7 @@ def _attrs(run: _Run, fingerprint: str, shard: dict) -> dict:
         "precision": c.precision, "width": run.source.length, "input_kind": kind,
         "center": c.center if regions else None, "off_genome": c.off_genome if regions or variants else None,
         "pair_references": c.pair_references if variants else None,
+        REGIONS_FORMAT: regions_format(c.regions) if regions else None,
         "allow_gradient": list(c.allow_gradient) or None, "n_targets": len(run.targets),
         "allow_nonfinite": True if c.allow_nonfinite else None, "batch_size": run.batch_size,
         "layout": c.layout if c.layout != Layout.AUTO else None,

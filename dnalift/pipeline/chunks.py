@@ -101,7 +101,7 @@ def score_chunk(run, c0: int, c1: int, progress, done: int, inputs=None):
     regions = variants = None
     rows = slice(run.row_start + c0, run.row_start + c1)
     if source.regions is not None:
-        regions = {k: source.regions[k][rows] for k in ("chrom", "start", "end", "strand")}
+        regions = {k: source.regions[k][rows] for k in ("chrom", "start", "end", "strand", "line")}
     if getattr(source, "variants_of", None) is not None:
         variants = source.variants_of(rows.start, rows.stop)
 

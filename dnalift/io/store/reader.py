@@ -120,19 +120,30 @@ class ResultReader:
 
     @property
     def regions(self) -> dict[str, np.ndarray] | None:
-        """``{"chrom", "start", "end", "strand"}`` arrays of all rows, or None when the input was FASTA."""
-        return self.regions_of(slice(None))
+        """``{"chrom", "start", "end", "strand"}`` arrays of all rows (not the input lines: :meth:`regions_of`
+        reads those chunk by chunk), or None when the input was FASTA."""
+        return self.regions_of(slice(None), lines=False)
 
-    def regions_of(self, idx) -> dict[str, np.ndarray] | None:
-        """The regions of rows ``idx`` (a slice), or None when the input was FASTA."""
+    def regions_of(self, idx, *, lines: bool = True) -> dict[str, np.ndarray] | None:
+        """The regions of rows ``idx`` (a slice), or None when the input was FASTA: ``chrom``, ``start``,
+        ``end``, ``strand`` and, when the file has them and ``lines``, the input lines (``line``)."""
         if schema.REGIONS not in self._f:
             return None
         g = self._f[schema.REGIONS]
-        return {k: (g[k].asstr()[idx] if g[k].dtype.kind == "O" else g[k][idx]) for k in schema.REGION_FIELDS}
+        keys = [k for k in (*schema.REGION_FIELDS, schema.REGION_LINE) if k in g and (lines or k != schema.REGION_LINE)]
+        return {k: (g[k].asstr()[idx] if g[k].dtype.kind == "O" else g[k][idx]) for k in keys}
+
+    @property
+    def kept_regions(self) -> Path | None:
+        """The kept regions file beside this result (:func:`schema.kept_regions_path`; it may be missing),
+        or None when the input was FASTA."""
+        from dnalift.io.store.kept import kept_regions_of
+
+        return kept_regions_of(self._f, self.path)
 
     def region(self, index: int) -> tuple[str, int, int, str] | None:
         """``(chrom, start, end, strand)`` of one row (0-based half-open), or None."""
-        r = self.regions_of(index)
+        r = self.regions_of(index, lines=False)
         return None if r is None else (r["chrom"], int(r["start"]), int(r["end"]), r["strand"])
 
     @property

@@ -37,6 +37,8 @@ garbage; string datasets take no filters)::
     variants/ref           (n,)  str          base, its two alleles (upper case, "" when empty) and
     variants/alt           (n,)  str          the index in the window where the allele starts (offset,
     variants/offset        (n,)  int64        L // 2); see dnalift.io.variant_source for the windows
+    regions/line           (n,)  str          the line of the BED/narrowPeak input that gave the row, as it
+                                              was (no newline); older files lack it
 
 The axis order is (sequence, base, position), the one TF-MoDISco lite reads from ``shap/seq`` and
 ``raw/seq`` and that chrombpnet writes. Row ``i`` of every dataset is the same sequence. Positions are
@@ -59,14 +61,24 @@ Root attributes (scalars or strings; lists and dicts are stored as JSON strings)
     model_path, input, genome, reference_path
                      where the files were (provenance only: resume and merge compare the fingerprints,
                      never these paths)
+    regions_format   "narrowPeak" or "bed" (only for regions input): the input's format, by its file name
+                     (``*.narrowPeak`` or ``*.narrowPeak.gz`` is narrowPeak), which names the kept regions
     shard, row_start, row_stop, n_total
                      only in a shard written with ``--shard i-of-n`` (1-based ``i``): this file holds
                      rows [row_start, row_stop) of a run over n_total sequences; merge joins the shards
+
+Kept regions (a file beside a result scored from regions): ``OUT.regions.narrowPeak`` (narrowPeak input) or
+``OUT.regions.bed`` (any other BED) beside ``OUT.h5`` (:func:`kept_regions_path`): the input lines of its rows,
+``regions/line``, one per row in row order, plain text. Regions the run skipped are not in it, so it has as
+many lines as the file has rows, as FiNeMo's ``extract-regions-chrombpnet-h5 -p`` and TF-MoDISco's
+``seqlet-bed -p`` need. The writer puts it in place (written to a hidden partial name, then renamed) just
+before the result file gets its final name.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, NamedTuple
 
 import h5py
@@ -80,7 +92,8 @@ __all__ = [
     "PER_ROW", "REGION_DATASETS", "STRING", "VARIANT_IDS", "ALLELES", "VARIANTS",
     "VARIANT_DATASETS", "variant_field", "region_path", "SHARD_ATTRS", "VOLATILE_ATTRS", "STORAGE_ATTRS", "COMPUTE_ATTRS",
     "PROVENANCE_ATTRS", "FINGERPRINT_ATTRS", "COMPRESSIONS", "partial_path", "lock_path", "default_chunk_size",
-    "parse_shard", "shard_attrs", "n_chunks", "comparable", "ROW_VALUES",
+    "parse_shard", "shard_attrs", "n_chunks", "comparable", "ROW_VALUES", "REGION_LINE", "REGIONS_FORMAT",
+    "KEPT_REGIONS_SUFFIXES", "regions_format", "kept_regions_path",
 ]
 
 FORMAT_VERSION = 1
@@ -103,6 +116,12 @@ REGION_FIELDS = ("chrom", "start", "end", "strand")
 VARIANT_IDS = "variant_ids"
 ALLELES = "alleles"
 VARIANTS = "variants"
+#: ``regions/line``: the input line of each row (optional when reading: older files lack it)
+REGION_LINE = "line"
+#: root attribute: the format of the regions input, which names the kept regions file
+REGIONS_FORMAT = "regions_format"
+#: the kept regions file's suffix (replacing ``.h5``) for each input format
+KEPT_REGIONS_SUFFIXES = {"narrowPeak": ".regions.narrowPeak", "bed": ".regions.bed"}
 
 
 class Dataset(NamedTuple):
@@ -121,7 +140,8 @@ PER_ROW = (Dataset(NAMES, STRING, False), Dataset(PREDICTIONS, np.dtype(np.float
            Dataset(REFERENCE_PREDICTIONS, np.dtype(np.float32), False), Dataset(DELTAS, np.dtype(np.float32), False))
 #: the (n,) datasets of a file scored from regions
 REGION_DATASETS = (Dataset(f"{REGIONS}/chrom", STRING, False), Dataset(f"{REGIONS}/start", np.dtype(np.int64), False),
-                   Dataset(f"{REGIONS}/end", np.dtype(np.int64), False), Dataset(f"{REGIONS}/strand", STRING, False))
+                   Dataset(f"{REGIONS}/end", np.dtype(np.int64), False), Dataset(f"{REGIONS}/strand", STRING, False),
+                   Dataset(f"{REGIONS}/{REGION_LINE}", STRING, False))
 #: the (n,) datasets of a file scored from variants (keyed by these names in writes and reads)
 VARIANT_DATASETS = (Dataset(VARIANT_IDS, STRING, False), Dataset(ALLELES, np.dtype(np.int8), False),
                     Dataset(f"{VARIANTS}/chrom", STRING, False), Dataset(f"{VARIANTS}/pos", np.dtype(np.int64), False),
@@ -180,6 +200,24 @@ def lock_path(path):
 
     path = Path(path)
     return path.with_name(f".{path.name}.lock")
+
+
+def regions_format(regions_input) -> str:
+    """``"narrowPeak"`` for a regions file named ``*.narrowPeak`` or ``*.narrowPeak.gz`` (any case), else
+    ``"bed"``: the format the kept regions file is named after."""
+    name = os.path.basename(os.fspath(regions_input)).lower()
+    return "narrowPeak" if name.endswith((".narrowpeak", ".narrowpeak.gz")) else "bed"
+
+
+def kept_regions_path(path, fmt: str):
+    """The kept regions file of the result ``path`` (``dir/OUT.h5`` -> ``dir/OUT.regions.narrowPeak`` for
+    ``fmt`` "narrowPeak", ``dir/OUT.regions.bed`` for "bed"; a name without ``.h5``/``.hdf5`` keeps it whole)."""
+    from pathlib import Path
+
+    path = Path(path)
+    name = path.name
+    stem = next((name[: -len(x)] for x in (".h5", ".hdf5") if name.lower().endswith(x)), name)
+    return path.with_name(stem + KEPT_REGIONS_SUFFIXES[fmt])
 
 
 def default_chunk_size(length: int) -> int:

@@ -109,9 +109,10 @@ def _validate_names(ds: h5py.Dataset, n: int, written: np.ndarray | None) -> lis
 
 def _validate_regions(g: h5py.Group, n: int, length: int, written: np.ndarray | None) -> list[str]:
     problems = []
-    for key in schema.REGION_FIELDS:
+    for key in (*schema.REGION_FIELDS, schema.REGION_LINE):
         if key not in g:
-            problems.append(f"{schema.region_path(key)} is missing")
+            if key != schema.REGION_LINE:  # the input lines are optional (older files lack them)
+                problems.append(f"{schema.region_path(key)} is missing")
         elif g[key].shape != (n,):
             problems.append(f"{schema.region_path(key)} has shape {g[key].shape}, expected ({n},)")
     if problems:

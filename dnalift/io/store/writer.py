@@ -37,6 +37,7 @@ from dnalift.errors import (DiskFullError, OutputExistsError, OutputWriteError, 
 from dnalift.io.store import schema
 from dnalift.io.store._h5 import (CACHE_BYTES, NO_SPACE, fmt_rows, group_rows, io_errno, mb, normalize_attr,
                                   package_version, read_attrs, to_numpy)
+from dnalift.io.store.kept import write_kept_regions
 from dnalift.io.store.lock import OutputLock
 
 __all__ = ["ResultWriter"]
@@ -308,8 +309,9 @@ class ResultWriter:
         names : sequence of b str
         predictions, reference_predictions, deltas : array (b,)
         regions : mapping, optional
-            ``chrom``, ``start``, ``end``, ``strand`` arrays of length b (other keys are ignored);
-            required when the writer was made with ``regions=True``.
+            ``chrom``, ``start``, ``end``, ``strand`` arrays of length b and optionally ``line`` (the input
+            lines, for the kept regions file; other keys are ignored); required when the writer was made with
+            ``regions=True``.
         variants : mapping, optional
             ``variant_ids``, ``alleles``, ``chrom``, ``pos``, ``ref``, ``alt``, ``offset`` arrays of length b (the
             :data:`schema.VARIANT_DATASETS`); required when the writer was made with ``variants=True``.
@@ -367,6 +369,9 @@ class ResultWriter:
             out[key] = value
         out.update(group_rows(self.path, "regions", regions, self.has_regions, b,
                                [(k, schema.region_path(k)) for k in schema.REGION_FIELDS]))
+        if self.has_regions:  # the input lines are optional: rows copied from older files have none
+            lines = regions.get(schema.REGION_LINE)
+            out[schema.region_path(schema.REGION_LINE)] = np.asarray([""] * b if lines is None else lines, object)
         out.update(group_rows(self.path, "variants", variants, self.has_variants, b,
                                [(schema.variant_field(ds.name), ds.name) for ds in schema.VARIANT_DATASETS]))
         return out
@@ -472,6 +477,7 @@ class ResultWriter:
                                     f"(the results are in {self.partial.name})", argument="output")
         with open(self.partial, "rb+") as handle:
             os.fsync(handle.fileno())
+        write_kept_regions(self.partial, self.path)  # in place before the result: a finished result has it
         os.replace(self.partial, self.path)
         logger.info("wrote %s (%d sequences)", self.path, self.n)
         return self.path
