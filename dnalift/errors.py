@@ -18,6 +18,7 @@ __all__ = [
     "DnaliftError",
     "OptionError",
     "ModelFormatError",
+    "NonFiniteError",
     "UntrustedModelError",
     "ModelInputError",
     "UnsupportedOpError",
@@ -65,6 +66,10 @@ class DnaliftError(Exception):
 
 class OptionError(DnaliftError, ValueError):
     """An option has a value outside its choices or range (``argument`` names it)."""
+
+
+class NonFiniteError(DnaliftError, ArithmeticError):
+    """The model gave NaN or infinite predictions, reference predictions or scores."""
 
 
 class ModelFormatError(DnaliftError, ValueError):
@@ -212,7 +217,14 @@ class ConservationWarning(UserWarning):
 
 
 def first_line(e: BaseException) -> str:
-    """The first line of an exception's message (at most 300 characters)."""
+    """The first line of an exception's message (at most 300 characters); for an error raised inside TorchScript,
+    the original error's line (the interpreter's own text and its traceback are no use to a user)."""
     text = str(e).strip()
-    line = text.splitlines()[0] if text else type(e).__name__
+    lines = text.splitlines()
+    if lines and "TorchScript interpreter" in lines[0]:
+        cause = [ln.strip() for ln in lines if ln.strip() and not ln.startswith(" ") and ":" in ln
+                 and not ln.startswith(("Traceback", "The following"))]
+        if cause:
+            return cause[-1].split(": ", 1)[-1][:300]
+    line = lines[0] if text else type(e).__name__
     return line[:300]

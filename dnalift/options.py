@@ -12,7 +12,17 @@ import enum
 import re
 
 __all__ = ["Choice", "Mode", "MaxRule", "Precision", "NPolicy", "Center", "ReferenceMethod", "Layout",
-           "ControlInputs", "OffGenome", "PairReferences", "parse_choice", "parse_shard"]
+           "ControlInputs", "OffGenome", "PairReferences", "parse_choice",
+           "parse_shard", "INT_MAX", "POSITION_MAX"]
+
+#: the largest value of each integer option of a scoring run: what the result file can hold (its attributes are
+#: int64, the seed uint64; an HDF5 chunk holds under 2**32 bytes, so one row of scores, 4 x L float32, bounds
+#: the width; chunk and batch sizes, reference and shard counts are HDF5 chunk dimensions or torch sizes,
+#: kept to int32)
+INT_MAX = {"seed": 2**64 - 1, "width": 2**28 - 1, "n_refs": 2**31 - 1, "batch_size": 2**31 - 1,
+           "chunk_size": 2**31 - 1, "shard": 2**31 - 1}
+#: the largest row or position a command takes (``logo --index/--start/--end``, ``export --window``: int64)
+POSITION_MAX = 2**63 - 1
 
 
 class Choice(str, enum.Enum):
@@ -163,6 +173,8 @@ def parse_shard(spec) -> tuple[int, int]:
         raise _option_error(f"shard={spec!r} is not of the form i-of-n (e.g. 2-of-8: the second of 8 shards)",
                             "shard", value=spec)
     i, n = int(m.group(1)), int(m.group(2))
+    if n > INT_MAX["shard"]:
+        raise _option_error(f"shard={spec!r}: n may be at most {INT_MAX['shard']}", "shard", value=spec)
     if n < 1 or not 1 <= i <= n:
         k = max(n, 1)
         raise _option_error(f"shard={spec!r}: i must be between 1 and n (1-of-{k} ... {k}-of-{k})", "shard",

@@ -8,6 +8,7 @@
 - ``write_fasta(path, records)``: a FASTA file of ``(name, sequence)`` records, one line each.
 - ``export(model, *examples)``: ``torch.export`` of a model in eval mode with a dynamic batch dimension on each
   input (an example of batch 1 is repeated to 2, so that export does not specialise the batch).
+- every test session keeps dnalift's cache folder (private FASTA indexes) in a temporary ``XDG_CACHE_HOME``.
 - ``fail_attribute_on_call(monkeypatch, call, exc=KeyboardInterrupt)``: the engine's ``attribute`` raises on its
   ``call``-th call (an interrupted or failing run).
 
@@ -91,6 +92,20 @@ def device(request) -> str:
 @pytest.fixture
 def float64() -> torch.dtype:
     return torch.float64
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_folder(tmp_path_factory):
+    """FASTA indexes dnalift keeps in its cache folder go to a temporary folder, not the user's ~/.cache."""
+    import os
+
+    saved = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if saved is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = saved
 
 
 def export(model, *examples) -> torch.export.ExportedProgram:

@@ -298,3 +298,15 @@ class NoRule(nn.Module):
 
 
 __all__ += ["FixedLength", "NoRule"]
+
+
+class Kernel15(nn.Module):
+    """A convolution of width 15 that runs on any length of at least 15 (scripted, not traced)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(4, 6, 15)
+        self.out = nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.conv(x)).mean(dim=-1))

@@ -122,7 +122,8 @@ def _run(invoke) -> int:
         code = DATA
     except MemoryError as e:
         _debug_traceback(e)
-        _emit("out of memory; lower --batch-size (or score fewer sequences at a time with --shard)")
+        _emit("out of memory; rerun with a lower --batch-size and --force (--resume keeps the batch size of the run "
+              "that ran out), or score fewer sequences at a time with --shard")
         code = DATA
     except Exception as e:  # a bug: still one line, the traceback only with -v
         _debug_traceback(e)

@@ -67,6 +67,10 @@ def _showwarning(message, category, filename, lineno, file=None, line=None):
 
 def setup(verbose: int = 0, quiet: bool = False) -> None:
     """Configure the ``dnalift`` loggers and the display of warnings for one command."""
+    if verbose and quiet:
+        import click
+
+        raise click.UsageError("give -v (more log lines) or -q (only errors), not both")
     state["verbose"] = int(verbose or 0)
     state["quiet"] = bool(quiet)
     root = logging.getLogger("dnalift")

@@ -3,14 +3,17 @@ from the command line (progress bar, SIGTERM kept like Ctrl-C)."""
 
 from __future__ import annotations
 
+import logging
 import signal
 
 import click
 
 from dnalift.cli import _logging
-from dnalift.options import ControlInputs, Layout, MaxRule, Mode, NPolicy, Precision
+from dnalift.options import INT_MAX, ControlInputs, Layout, MaxRule, Mode, NPolicy, Precision, ReferenceMethod
 
 __all__ = ["scoring_options", "config_options", "run_scoring", "split_ops", "SCORING_OPTIONS"]
+
+log = logging.getLogger("dnalift.cli")
 
 
 def split_ops(ctx, param, value):
@@ -36,9 +39,9 @@ SCORING_OPTIONS = (
                  help="References: dinucleotide shuffles of each sequence; a column of the sequence's GC "
                       "content; 0.25 each; all zeros; or a FASTA of references (records NAME/0..NAME/r-1 per "
                       "sequence, or any records shared by all)."),
-    click.option("--n-refs", type=click.IntRange(min=1), default=20, show_default=True,
+    click.option("--n-refs", type=click.IntRange(min=1, max=INT_MAX["n_refs"]), default=20, show_default=True,
                  help="Dinucleotide shuffles per sequence (scores are averaged over them)."),
-    click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+    click.option("--seed", type=click.IntRange(min=0, max=INT_MAX["seed"]), default=0, show_default=True,
                  help="Seed of the shuffles; each sequence's are seeded by (seed, its name), so shards and "
                       "resumed runs agree."),
     click.option("--rule", type=click.Choice(Mode.values()), default="rescale", show_default=True,
@@ -58,7 +61,7 @@ SCORING_OPTIONS = (
     click.option("--control-inputs", type=click.Choice(ControlInputs.values()), default="zeros", show_default=True,
                  help="What inputs after the sequence get (control tracks, bpnet-lite's X_ctl): zeros, as "
                       "`bpnet attribute` does, or refuse such models."),
-    click.option("--batch-size", type=click.IntRange(min=1), metavar="N",
+    click.option("--batch-size", type=click.IntRange(min=1, max=INT_MAX["batch_size"]), metavar="N",
                  help="Sequence-reference pairs per batch (default: chosen for speed: on the CPU a batch whose "
                       "activations fit the cache, 32 to 1,024 pairs; on a GPU a quarter of its free memory)."),
     click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:i]|cuda:0,cuda:1|cuda:all",
@@ -92,7 +95,11 @@ SCORING_OPTIONS = (
                  help="Allow loading a pickled model (torch.save(model)); this runs code from the file."),
     click.option("--allow-gradient", multiple=True, callback=split_ops, metavar="OP[,OP...]",
                  help="ATen ops without a DeepLIFT rule to pass through with plain gradients (not exact)."),
-    click.option("--chunk-size", type=click.IntRange(min=1), hidden=True,
+    click.option("--allow-nonfinite", is_flag=True,
+                 help="Keep rows whose prediction, reference prediction or scores are NaN or infinite (flagged in "
+                      "the file's attributes; logo and export refuse them). Without it such a row stops the run "
+                      "and nothing is written."),
+    click.option("--chunk-size", type=click.IntRange(min=1, max=INT_MAX["chunk_size"]), hidden=True,
                  help="Sequences per chunk of the result file (default: about 1 MiB of scores)."),
 )
 
@@ -109,6 +116,13 @@ def config_options(options: dict) -> dict:
     options = dict(options)
     if options.get("arch_kwargs") is not None and options.get("arch") is None:
         raise click.UsageError("--arch-kwargs needs --arch")
+    if options.get("resume") and options.get("force"):
+        raise click.UsageError("give --resume (finish the partial file) or --force (start afresh), not both")
+    reference, n_refs = options.get("reference"), options.get("n_refs")
+    if reference in ReferenceMethod.values() and reference != ReferenceMethod.DINUC and n_refs != 1 and \
+            click.get_current_context().get_parameter_source("n_refs") == click.core.ParameterSource.COMMANDLINE:
+        log.warning("--n-refs %d is not used: --reference %s gives one reference per sequence (the file records "
+                    "n_refs 1); --n-refs counts the shuffles of --reference dinuc", n_refs, reference)
     options["targets"] = options.pop("targets") or (0,)
     options["normalize"] = not options.pop("no_normalize")
     options["command_line"] = _logging.command_line()

@@ -20,8 +20,9 @@ FLAGS = {
     "precision": "--precision", "normalize": "--no-normalize", "n_policy": "--n-policy",
     "rc_average": "--rc-average", "shard": "--shard", "resume": "--resume", "force": "--force", "arch": "--arch",
     "arch_kwargs": "--arch-kwargs", "trust": "--trust-model", "trust_model": "--trust-model",
-    "allow_gradient": "--allow-gradient", "chunk_size": "--chunk-size", "layout": "--layout",
-    "control_inputs": "--control-inputs", "shuffle_workers": "--shuffle-workers", "window": "--window", "name": "--name", "index": "--index",
+    "allow_gradient": "--allow-gradient", "allow_nonfinite": "--allow-nonfinite", "chunk_size": "--chunk-size",
+    "layout": "--layout", "control_inputs": "--control-inputs", "shuffle_workers": "--shuffle-workers",
+    "window": "--window", "name": "--name", "index": "--index",
 }
 _ASSIGNED = re.compile(r"(?<![\w.-])(" + "|".join(sorted(FLAGS, key=len, reverse=True))
                        + r")=(True\b|False\b|'[^']*'|\"[^\"]*\"|[^\s,;:)]+)?")

@@ -9,6 +9,7 @@ import click
 
 from dnalift.cli import _logging
 from dnalift.cli._errors import verbosity_options
+from dnalift.options import POSITION_MAX
 
 log = logging.getLogger("dnalift.cli")
 
@@ -27,12 +28,12 @@ def _check_window(ctx, param, value):
                    "table: one line per variant (a `dnalift variants` file).")
 @click.option("-o", "--output", required=True, metavar="PREFIX|out.bw|out.tsv",
               help="modisco: the prefix of the two npz files; bigwig: the .bw file; table: the .tsv file.")
-@click.option("--window", type=int, callback=_check_window, metavar="W",
+@click.option("--window", type=click.IntRange(max=POSITION_MAX), callback=_check_window, metavar="W",
               help="modisco: keep only the central W positions (even), as `modisco motifs -w W` does.")
 @click.option("--genome", type=click.Path(dir_okay=False, path_type=Path), metavar="genome.fa",
               help="bigwig: the genome FASTA (its .fai index gives the chromosome sizes), or a .fai / "
                    "chrom.sizes file; default: the genome recorded in OUT.h5.")
-@click.option("--flank", type=click.IntRange(min=0), metavar="W",
+@click.option("--flank", type=click.IntRange(min=0, max=POSITION_MAX), metavar="W",
               help="table: sum each allele's contributions over the allele and W bases on each side (default: as "
                    "`dnalift variants --table-flank`).")
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")

@@ -10,7 +10,7 @@ import click
 from dnalift.cli import _logging
 from dnalift.cli._errors import verbosity_options
 from dnalift.cli._scoring import split_ops as _split_ops
-from dnalift.options import Layout, MaxRule, Mode
+from dnalift.options import INT_MAX, Layout, MaxRule, Mode
 
 log = logging.getLogger("dnalift.cli")
 
@@ -30,7 +30,7 @@ def _table(rows, columns) -> list[str]:
 @click.option("--rule", type=click.Choice(Mode.values()), default="rescale",
               show_default=True, help="The rule mode to show.")
 @click.option("--max-rule", type=click.Choice(MaxRule.values()), default="exact", show_default=True)
-@click.option("--width", "input_length", type=click.IntRange(min=1), metavar="L",
+@click.option("--width", "input_length", type=click.IntRange(min=1, max=INT_MAX["width"]), metavar="L",
               help="Sequence length to load the model for (needed when the file does not record it), as "
                    "`dnalift score --width`.")
 @click.option("--layout", type=click.Choice(Layout.values()), default="auto", show_default=True,

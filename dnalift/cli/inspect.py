@@ -47,7 +47,9 @@ def delta_stats(reader) -> dict:
         i = int(np.nanargmax(d)) if np.isfinite(d).any() else 0
         if d[i] > worst:
             worst, worst_row = float(d[i]), a + i
-        worst_rel = max(worst_rel, float(np.nanmax(d / np.maximum(change, 1.0))))
+        rel = d / np.maximum(change, 1.0)
+        if np.isfinite(rel).any():
+            worst_rel = max(worst_rel, float(np.max(rel[np.isfinite(rel)])))
     return {"n": n, "max": worst if n else float("nan"), "mean": total / n if n else float("nan"),
             "row": worst_row, "max_relative": worst_rel if n else float("nan")}
 

@@ -11,6 +11,7 @@ import click
 from dnalift.cli import _logging
 from dnalift.cli._errors import verbosity_options
 from dnalift.errors import NameNotFoundError, OutputExistsError, StoreError
+from dnalift.options import POSITION_MAX
 
 log = logging.getLogger("dnalift.cli")
 
@@ -27,13 +28,15 @@ def _check_output(ctx, param, value: Path):
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("result", type=click.Path(dir_okay=False, path_type=Path), metavar="OUT.h5")
 @click.option("--name", metavar="NAME", help="The sequence to draw, by name (`dnalift inspect OUT.h5 --names`).")
-@click.option("--index", type=click.IntRange(min=0), metavar="I", help="The sequence to draw, by row (0-based).")
+@click.option("--index", type=click.IntRange(min=0, max=POSITION_MAX), metavar="I",
+              help="The sequence to draw, by row (0-based).")
 @click.option("--variant", metavar="ID",
               help="A file of `dnalift variants`: draw both alleles of variant ID, one above the other, around it.")
-@click.option("--start", type=click.IntRange(min=0), metavar="S", help="First position to draw (0-based).")
-@click.option("--end", type=click.IntRange(min=1), metavar="E",
+@click.option("--start", type=click.IntRange(min=0, max=POSITION_MAX), metavar="S",
+              help="First position to draw (0-based).")
+@click.option("--end", type=click.IntRange(min=1, max=POSITION_MAX), metavar="E",
               help="End of the positions to draw (0-based, exclusive).")
-@click.option("--around-max", type=click.IntRange(min=1), metavar="W",
+@click.option("--around-max", type=click.IntRange(min=1, max=POSITION_MAX), metavar="W",
               help="Draw W positions centred on the largest absolute contribution.")
 @click.option("--hypothetical", is_flag=True, help="Add a panel with the hypothetical scores of all four bases.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
@@ -86,6 +89,7 @@ def logo(result, name, index, variant, start, end, around_max, hypothetical, out
         except NameNotFoundError as e:
             raise NameNotFoundError(f"{e}; list the names with `dnalift inspect {result} --names`",
                                     argument=e.argument, **e.details) from None
+        reader.refuse_nonfinite(row, row + 1, "it has no logo", reader.hypothetical(slice(row, row + 1)))
         fig = plot_result(reader, row, start=start, end=end, around_max=around_max, hypothetical=hypothetical)
         label = reader.names[row]
     _save(fig, output)

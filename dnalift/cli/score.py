@@ -10,7 +10,7 @@ import click
 from dnalift.cli import _logging
 from dnalift.cli._errors import verbosity_options
 from dnalift.cli._scoring import config_options, run_scoring, scoring_options
-from dnalift.options import Center, OffGenome
+from dnalift.options import INT_MAX, Center, OffGenome
 
 log = logging.getLogger("dnalift.cli")
 
@@ -24,7 +24,7 @@ log = logging.getLogger("dnalift.cli")
               help="Score windows around BED/narrowPeak regions instead of a FASTA (needs --genome).")
 @click.option("--genome", type=click.Path(path_type=Path), metavar="FASTA",
               help="Genome FASTA the --regions are on.")
-@click.option("--width", type=click.IntRange(min=1), metavar="L",
+@click.option("--width", type=click.IntRange(min=1, max=INT_MAX["width"]), metavar="L",
               help="Sequence length: FASTA records are centre-cropped or N-padded to it; windows around "
                    "regions have it (default for regions: the model's input length).")
 @click.option("--center", type=click.Choice(Center.values()), default="mid", show_default=True,
@@ -55,7 +55,7 @@ def score(model, seqs, output, regions, genome, width, center, off_genome, verbo
       dnalift score model.pt seqs.fa -o scores.h5 --rule genomics --n-refs 50 --device cuda
       dnalift score model.pt2 --regions peaks.narrowPeak --genome hg38.fa --width 1000 \\
           --center summit --target 0 --target 3 -o peaks.h5      # peaks.0.h5, peaks.3.h5
-      dnalift score chrombpnet.pt --trust-model --regions peaks.narrowPeak --genome hg38.fa \
+      dnalift score chrombpnet.pt --trust-model --regions peaks.narrowPeak --genome hg38.fa \\
           --center summit --target counts --target profile -o cbp.h5   # cbp.counts.h5, cbp.profile.h5
       dnalift score model.pt seqs.fa -o part2.h5 --shard 2-of-8  # then: dnalift merge part*.h5 -o all.h5
       dnalift score model.pt seqs.fa -o scores.h5 --resume       # finish an interrupted run

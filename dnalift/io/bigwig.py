@@ -107,7 +107,7 @@ def write_bigwig(path: str | os.PathLike, output: str | os.PathLike, *,
         with tempfile.TemporaryFile(dir=output.parent) as scratch:
             scores = np.memmap(scratch, dtype=np.float32, mode="w+", shape=(max(r.n, 1), r.length))
             for a, b in r.iter_chunks():
-                s = r.projected(slice(a, b)).sum(axis=1)
+                s = r.refuse_nonfinite(a, b, "a bigWig cannot hold it", r.projected(slice(a, b))).sum(axis=1)
                 flip = minus[a:b]
                 s[flip] = s[flip, ::-1]
                 scores[a:b] = s

@@ -22,16 +22,15 @@ N policy
 from __future__ import annotations
 
 import gzip
-import hashlib
 import logging
 import os
-import tempfile
 
 import numpy as np
 
 from dnalift.options import NPolicy, parse_choice
 from dnalift.encoding import BYTE_TO_CODE
 from dnalift.errors import CompressionError, FastaFormatError, OptionError, SequenceError
+from dnalift.io import faidx
 from dnalift.io.source import SequenceSource, Skipped
 
 __all__ = ["SequenceSource", "Skipped", "open_fasta", "open_indexed_fasta", "sniff",
@@ -42,6 +41,8 @@ logger = logging.getLogger(__name__)
 _GZIP_MAGIC = b"\x1f\x8b"
 #: the empty block that ends every complete BGZF file (SAM/BAM specification, 4.1.2)
 _BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
+#: compressions pyfaidx cannot read: their magic bytes, the tool that undoes them, and their usual suffix
+_COMPRESSED = ((b"BZh", "bzip2", ".bz2"), (b"\xfd7zXZ\x00", "xz", ".xz"), (b"\x28\xb5\x2f\xfd", "zstd", ".zst"))
 _BINARY = ((b"PK\x03\x04", "a zip archive (PyTorch model files are zip archives)"),
            (b"\x89HDF", "an HDF5 file"), (b"\x80", "a pickle (a torch.save file?)"))
 
@@ -55,7 +56,8 @@ def sniff(path) -> str:
         return "empty"
     if head[:2] == _GZIP_MAGIC:
         return "bgzip" if _is_bgzf_header(head) else "gzip"
-    if b"\x00" in head or any(head.startswith(magic) for magic, _ in _BINARY):
+    if b"\x00" in head or any(head.startswith(magic) for magic, _ in _BINARY) or \
+            any(head.startswith(magic) for magic, _, _ in _COMPRESSED):
         return "binary"
     try:
         text = head.decode("utf-8", errors="strict") if len(head) < 4096 else head[:-4].decode("utf-8")
@@ -76,15 +78,6 @@ def open_text(path: str):
     return gzip.open(path, "rt") if compressed else open(path)
 
 
-def _private_index(path: str) -> tuple[str, str]:
-    """Index paths in a private temporary folder, for a FASTA whose folder cannot be written."""
-    folder = os.path.join(tempfile.gettempdir(), f"dnalift-faidx-{os.getuid() if hasattr(os, 'getuid') else 0}")
-    os.makedirs(folder, exist_ok=True)
-    key = hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:16]
-    stem = os.path.join(folder, f"{key}-{os.path.basename(path)}")
-    return stem + ".fai", stem + ".gzi"
-
-
 def _check_file(path: str, argument: str) -> str:
     """The kind of a FASTA file (``sniff``) after the checks that need no parser."""
     if not os.path.exists(path):
@@ -99,6 +92,12 @@ def _check_file(path: str, argument: str) -> str:
     if kind == "binary":
         with open(path, "rb") as handle:
             head = handle.read(8)
+        for magic, tool, suffix in _COMPRESSED:
+            if head.startswith(magic):
+                raise CompressionError(f"{path} is compressed with {tool}, which cannot be indexed; decompress it "
+                                       f"({tool} -d {path}) or recompress it with bgzip ({tool} -dc {path} | bgzip > "
+                                       f"{path[:-len(suffix)] if path.endswith(suffix) else path}.gz)",
+                                       argument=argument, path=path, kind=tool)
         what = next((w for magic, w in _BINARY if head.startswith(magic)), "a binary file")
         raise FastaFormatError(f"{path} is {what}, not a FASTA file; give a text file of '>name' lines and "
                                f"sequences", argument=argument, path=path, kind="binary")
@@ -125,8 +124,8 @@ def _check_file(path: str, argument: str) -> str:
 def open_indexed_fasta(path, *, argument: str = "fasta"):
     """Open a FASTA file with pyfaidx, turning every way it can fail into a one-line :class:`SequenceError`.
 
-    The ``.fai`` index is written next to the file, or in a private temporary folder when that folder is not
-    writable.
+    The ``.fai`` (and ``.gzi``) index is checked against the file before it is used, and written next to the
+    file or in the cache folder (:mod:`dnalift.io.faidx`).
 
     Parameters
     ----------
@@ -147,23 +146,37 @@ def open_indexed_fasta(path, *, argument: str = "fasta"):
         content, blank lines or uneven lines inside a record; :class:`~dnalift.errors.CompressionError` for
         plain gzip, a truncated bgzip file, or bgzip without Biopython.
     """
-    import pyfaidx
-
     path = os.fspath(path)
     kind = _check_file(path, argument)
+    bgzip = kind == "bgzip"
+    plan = faidx.plan_index(path, bgzip=bgzip)
+    for _ in range(4):  # the index beside the file, a private one in the cache, a fresh private one
+        try:
+            fasta = _open_pyfaidx(path, argument, plan.kwargs(bgzip))
+        except OSError as exc:  # the folder looked writable but is not (ACLs, network file systems)
+            if "may not be writable" not in str(exc) or plan.private:
+                raise
+            plan = faidx.use_private(path, f"cannot write {plan.fai}")
+            continue
+        problem = faidx.index_problem(fasta.faidx) if plan.checked else None
+        if problem is None:
+            break
+        fasta.close()
+        faidx.discard(plan)
+        plan = faidx.use_private(path, f"the index {plan.fai} does not match {path}: {problem}")
+    if len(fasta.keys()) == 0:
+        fasta.close()
+        raise SequenceError(f"FASTA file {path} has no sequences; it needs '>name' lines each followed by a "
+                            f"sequence", argument=argument, path=path)
+    return fasta
 
-    def attempt(**index_paths):
-        return pyfaidx.Fasta(path, as_raw=True, sequence_always_upper=False, **index_paths)
+
+def _open_pyfaidx(path: str, argument: str, index: dict):
+    """``pyfaidx.Fasta`` on ``path`` with the index files ``index``; every way it fails is one line."""
+    import pyfaidx
 
     try:
-        try:
-            fasta = attempt()
-        except OSError as exc:
-            if "may not be writable" not in str(exc):
-                raise
-            fai, gzi = _private_index(path)
-            logger.info("cannot write the index next to %s; keeping it in %s", path, fai)
-            fasta = attempt(indexname=fai, gzi_indexname=gzi) if kind == "bgzip" else attempt(indexname=fai)
+        return pyfaidx.Fasta(path, as_raw=True, sequence_always_upper=False, **index)
     except ImportError:
         raise CompressionError(f"{path} is bgzip-compressed; reading it needs Biopython (pip install biopython), "
                                f"or decompress it with gunzip", argument=argument, path=path,
@@ -180,11 +193,6 @@ def open_indexed_fasta(path, *, argument: str = "fasta"):
         shown = ", ".join(repr(d) for d in dups[:5]) + (f" and {len(dups) - 5} more" if len(dups) > 5 else "")
         raise SequenceError(f"{path} has duplicate sequence names: {shown}; make the names (first word of each "
                             f"'>' line) unique", argument=argument, path=path, names=dups[:5]) from None
-    if len(fasta.keys()) == 0:
-        fasta.close()
-        raise SequenceError(f"FASTA file {path} has no sequences; it needs '>name' lines each followed by a "
-                            f"sequence", argument=argument, path=path)
-    return fasta
 
 
 def _duplicate_names(path: str) -> list[str]:
@@ -208,6 +216,9 @@ def _layout_error(path: str, argument: str, exc: BaseException) -> FastaFormatEr
             if blank is not None and line.strip():
                 where = "after" if line.startswith(">") else "inside"
                 break
+            if line.startswith(">") and not line[1:].split():
+                return FastaFormatError(f"{path}, line {number}: a '>' line without a name; give every record a name "
+                                        f"(the first word after '>')", argument=argument, path=path, line=number)
             if line.startswith(">"):
                 record, width, last = (line[1:].split() or [""])[0], None, None
             elif record is not None and not line.strip():
@@ -318,6 +329,7 @@ def open_fasta(path, *, width: int | None = None, n_policy: str = "zero") -> Seq
     keys = list(fasta.keys())
     lengths = np.array([fasta.faidx.index[k].rlen for k in keys], dtype=np.int64)
     try:
+        _refuse_empty_records(path, keys, lengths)
         width = _common_width(path, keys, lengths, width)
         kept, skipped = np.arange(len(keys)), []
         if n_policy != NPolicy.ZERO:
@@ -326,6 +338,16 @@ def open_fasta(path, *, width: int | None = None, n_policy: str = "zero") -> Seq
         fasta.close()
         raise
     return _FastaSource(fasta, path=path, keys=keys, record_lengths=lengths, kept=kept, width=width, skipped=skipped)
+
+
+def _refuse_empty_records(path, keys, lengths) -> None:
+    empty = np.flatnonzero(lengths == 0)
+    if empty.size:
+        shown = ", ".join(repr(keys[i][:60]) for i in empty[:3]) + (f" and {empty.size - 3} more" if empty.size > 3
+                                                                    else "")
+        raise SequenceError(f"{path}: record {shown} {'is' if empty.size == 1 else 'are'} empty (no bases after the "
+                            f"'>' line); remove {'it' if empty.size == 1 else 'them'} or add the sequence",
+                            argument="fasta", path=path, names=[keys[i] for i in empty[:3]])
 
 
 def _common_width(path, keys, lengths, width) -> int:
@@ -337,9 +359,6 @@ def _common_width(path, keys, lengths, width) -> int:
         more = f" ({odd.size - 3} more differ)" if odd.size > 3 else ""
         raise SequenceError(f"{path}: sequences differ in length: {keys[0]!r} has {lengths[0]} bases but {shown}"
                             f"{more}; give width= to centre-crop or N-pad them to one length", argument="width",
-                            path=path)
-    if int(lengths[0]) == 0:
-        raise SequenceError(f"{path}: the sequences are empty; give each '>name' line a sequence", argument="fasta",
                             path=path)
     return int(lengths[0])
 

@@ -126,7 +126,9 @@ def write_modisco_npz(path: str | os.PathLike, prefix: str | os.PathLike, *, win
         w = r.length if window is None else modisco_window(r.length, window)
         cols = _crop(r.length, w)
         shape = (r.n, 4, w)
-        _write_npz_stream(hyp_path, shape, (r.hypothetical(slice(a, b))[:, :, cols] for a, b in r.iter_chunks()))
+        use = "TF-MoDISco cannot use the file"
+        _write_npz_stream(hyp_path, shape, (r.refuse_nonfinite(a, b, use, r.hypothetical(slice(a, b))[:, :, cols])
+                                            for a, b in r.iter_chunks()))
         _write_npz_stream(ohe_path, shape, (r.raw(slice(a, b))[:, :, cols] for a, b in r.iter_chunks()))
         n = r.n
     logger.info("wrote %s and %s (%d sequences x %d positions)", hyp_path, ohe_path, n, w)

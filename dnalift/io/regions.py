@@ -66,8 +66,13 @@ class _RegionSource(SequenceSource):
         super().__init__(path=path, names=names, length=width, skipped=skipped)
 
     def _parts(self, i: int) -> tuple[int, str, int]:
-        a = int(self._start[i])
-        seq = self._fasta[self._chrom_names[self._chrom[i]]][a: a + self.length]
+        a, chrom = int(self._start[i]), self._chrom_names[self._chrom[i]]
+        seq = self._fasta[chrom][a: a + self.length]
+        if len(seq) != self.length:  # the index was checked when opened: the genome changed since
+            index = self._fasta.faidx.indexname
+            raise SequenceError(f"{self._fasta.filename}: the window {chrom}:{a}-{a + self.length} has {len(seq)} "
+                                f"bases, not {self.length}: the genome changed after its index {index} was checked; "
+                                f"run again (or delete {index})", argument="genome", path=self._fasta.filename)
         if self._strand[i] == b"-":
             seq = reverse_complement_sequence(seq)
         return 0, seq, 0

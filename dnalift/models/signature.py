@@ -69,8 +69,8 @@ def find_input_spec(module: nn.Module, *, input_shape=None, input_length=None, l
         check_outputs(out, 2, where)
         return row, controls
     raise ModelInputError(f"{where}: the model fails on one-hot input ({'; '.join(failures)[:400]}); pass the "
-                          f"length it was trained on with input_length=L", argument="input_length",
-                          reason="fails_on_input")
+                          f"length it was trained on with input_length=L (no shorter than what its layers take in)",
+                          argument="input_length", reason="fails_on_input")
 
 
 def _candidate_rows(module, input_shape, input_length, wanted: Layout, where: str) -> list[tuple]:

@@ -19,8 +19,9 @@ Output files
 
 Reproducibility
     Dinucleotide shuffles are seeded by ``(seed, sequence name)``, so a sequence gets the same references
-    whatever chunk, shard or resumed run it is scored in; a sharded or resumed run gives the same numbers
-    as one uninterrupted run (on the same device and precision).
+    whatever chunk, shard or resumed run it is scored in. A resumed run gives the bits of an uninterrupted one
+    (on the same device and precision): it keeps the batch size (:mod:`dnalift.pipeline.batch`). Shards and
+    other batch sizes agree to float32 rounding only, since a row's bits depend on the batch it is in.
 
 Failures
     A lock on the output name (:class:`~dnalift.io.store.lock.OutputLock`) keeps a second run with the same
@@ -47,6 +48,7 @@ from typing import Callable, Sequence
 from dnalift.options import ControlInputs, Layout, PairReferences
 from dnalift.pipeline.config import ScoreConfig
 from dnalift.errors import DiskFullError, DnaliftError, OutputWriteError
+from dnalift.pipeline.batch import run_batch_size
 from dnalift.pipeline.chunks import Overlap, log_device, read_chunk, score_chunk
 from dnalift.pipeline.inputs import (check_argument_order, check_device, check_precision, open_inputs, scan,
                                      shuffle_workers)
@@ -77,6 +79,8 @@ class _Run:
     paths: list
     row_start: int
     n_rows: int
+    batch_size: int
+    batch_size_from: str  # for the log: the option, the interrupted run's or automatic
     writers: list = dataclasses.field(default_factory=list)
     fresh: list = dataclasses.field(default_factory=list)
 
@@ -167,15 +171,19 @@ def _score_locked(config: ScoreConfig, progress, t0: float, *, part=None, final_
         references = _references(config, source, workers=shuffle_workers(config, [config.device]))
         shard = _rows(config, source, part)
         row_start, row_stop = (shard["row_start"], shard["row_stop"]) if shard else (0, len(source))
-        run = _Run(config, source, model, references, targets, paths, row_start, row_stop - row_start)
+        run = _Run(config, source, model, references, targets, paths, row_start, row_stop - row_start,
+                   *run_batch_size(config, model, source.length, paths))
+        if shard and run.n_rows == 0:
+            log.warning("shard %s has no sequences (the input has %d, fewer than the shards): its file is empty; "
+                        "dnalift merge takes it with the others", config.shard, len(source))
         attrs = _attrs(run, fingerprint, shard)
         _open_writers(run, attrs)
         n_resumed = _score_chunks(run, progress)
         seconds = time.perf_counter() - t0
-        worst_value, worst_name = worst_delta(run.targets, run.paths)
+        worst_value, worst_name, n_nonfinite = worst_delta(run.targets, run.paths)
         return ScoreSummary(outputs=paths, targets=[t.label for t in targets], n_sequences=run.n_rows,
                             n_scored=run.n_rows - n_resumed, n_resumed=n_resumed, n_skipped=len(source.skipped),
-                            seconds=seconds, max_abs_delta=worst_value, worst=worst_name,
+                            seconds=seconds, max_abs_delta=worst_value, worst=worst_name, n_nonfinite=n_nonfinite,
                             paired=config.variants is not None)
     finally:
         source.close()
@@ -240,6 +248,7 @@ def _attrs(run: _Run, fingerprint: str, shard: dict) -> dict:
         "pair_references": c.pair_references if variants else None,
         REGIONS_FORMAT: regions_format(c.regions) if regions else None,
         "allow_gradient": list(c.allow_gradient) or None, "n_targets": len(run.targets),
+        "allow_nonfinite": True if c.allow_nonfinite else None, "batch_size": run.batch_size,
         "layout": c.layout if c.layout != Layout.AUTO else None,
         "control_inputs": c.control_inputs if c.control_inputs != ControlInputs.ZEROS else None,
         "command_line": c.command_line or None, **shard,
@@ -332,6 +341,9 @@ def _handle_failures(run: _Run, score) -> None:
             _abandon(run.writers, delete=None, quiet=True)
             raise
         rows = _abandon(run.writers, delete=None, quiet=True)
+        if rows == 0 or not run.writers[0].partial.exists():
+            raise DiskFullError(f"{e}; nothing was written (no chunk was complete): free space and run the command "
+                                f"again", argument=e.argument, **dict(e.details, kept=False)) from None
         raise DiskFullError(f"{e}; {rows} of {run.n_rows} rows are kept in {run.writers[0].partial}: free space and "
                             f"rerun the same command with resume=True", argument=e.argument,
                             **e.details) from None

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
+
 import numpy as np
 
 from dnalift.options import ControlInputs
-from dnalift.errors import ModelInputError
+from dnalift.errors import ConservationWarning, ModelInputError, NonFiniteError
 
-__all__ = ["score_chunk", "read_chunk", "Overlap", "log_device"]
+__all__ = ["score_chunk", "read_chunk", "Overlap", "log_device", "check_finite", "short_name"]
+
+log = logging.getLogger(__name__)
 
 
 class Overlap:
@@ -65,17 +70,10 @@ def log_device(run) -> None:
     import logging
 
     from dnalift.attribution.batching import describe_device, resolve_device
-    from dnalift.attribution.engine import batch_size_of
-    from dnalift.attribution.precision import dtype_of
 
     c = run.config
     device = resolve_device(c.device)
-    if c.batch_size is not None:
-        rows, how = c.batch_size, "batch_size"
-    else:
-        rows = batch_size_of(run.model, (4, run.source.length), rule=str(c.rule), max_rule=str(c.max_rule),
-                             allow_gradient=c.allow_gradient, device=device, dtype=dtype_of(c.precision))
-        how = "automatic"
+    rows, how = run.batch_size, run.batch_size_from
     logging.getLogger("dnalift.pipeline.device").info(
         "device %s; %s sequence-reference pairs per batch (%s); precision %s", describe_device(device),
         f"{rows:,}", how, c.precision)
@@ -108,7 +106,13 @@ def score_chunk(run, c0: int, c1: int, progress, done: int, inputs=None):
     if progress is not None and not c.rc_average:
         def report(k, base=done):
             progress(base + k, run.n_rows)
-    hyp, pred, ref_pred, deltas = _attribute(run, X, R, names, report)
+    with warnings.catch_warnings(record=True) as caught:  # held until the values are known to be finite
+        warnings.simplefilter("always")
+        hyp, pred, ref_pred, deltas = _attribute(run, X, R, names, report)
+    n_bad = check_finite(names, hyp, pred, ref_pred, deltas, allow=c.allow_nonfinite)
+    for w in caught:  # a conservation warning about NaN deltas only repeats what check_finite said
+        if not (n_bad and issubclass(w.category, ConservationWarning)):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     regions = variants = None
     rows = slice(run.row_start + c0, run.row_start + c1)
     if source.regions is not None:
@@ -122,6 +126,49 @@ def score_chunk(run, c0: int, c1: int, progress, done: int, inputs=None):
                     reference_predictions=ref_pred[:, t], deltas=deltas[:, t], regions=regions, variants=variants)
 
     return write
+
+
+def check_finite(names, hyp, pred, ref_pred, deltas, *, allow: bool) -> int:
+    """Stop on rows with a NaN or infinite value (or, with ``allow``, warn and count them).
+
+    Parameters
+    ----------
+    names : list of str, length b
+    hyp : ndarray (b, T, 4, L)
+    pred, ref_pred, deltas : ndarray (b, T)
+
+    Returns
+    -------
+    int
+        The rows with a non-finite value (only with ``allow``).
+
+    Raises
+    ------
+    NonFiniteError
+        Without ``allow``, naming the first such sequences and what was not finite.
+    """
+    parts = {"prediction": ~np.isfinite(pred).all(axis=1), "reference prediction": ~np.isfinite(ref_pred).all(axis=1),
+             "scores": ~np.isfinite(hyp).reshape(len(hyp), -1).all(axis=1)}
+    bad = parts["prediction"] | parts["reference prediction"] | parts["scores"] | ~np.isfinite(deltas).all(axis=1)
+    if not bad.any():
+        return 0
+    rows = np.flatnonzero(bad)
+    shown = ", ".join(repr(short_name(names[i])) for i in rows[:3]) + (f" and {rows.size - 3} more" if rows.size > 3
+                                                                       else "")
+    what = ", ".join(k for k, v in parts.items() if v.any()) or "summation-to-delta error"
+    if allow:
+        log.warning("NaN or infinite %s for %s; kept (allow_nonfinite=True: the file's attribute "
+                    "'allow_nonfinite' flags it)", what, shown)
+        return int(rows.size)
+    raise NonFiniteError(f"the model gives a NaN or infinite {what} for {shown}; nothing is written. Check the model "
+                         f"on these sequences (a log of 0, a division by 0, an overflow: try precision='float64'), "
+                         f"or pass allow_nonfinite=True to keep such rows, flagged", argument="model",
+                         names=[names[i] for i in rows[:3]])
+
+
+def short_name(name: str, limit: int = 60) -> str:
+    """``name``, cut to ``limit`` characters with an ellipsis (a FASTA name may run to thousands)."""
+    return name if len(name) <= limit else name[: limit - 3] + "..."
 
 
 def _attribute(run, X, R, names, progress):
@@ -158,7 +205,7 @@ def _run_engine(run, X, R, names, progress, strand: str = ""):
     if c.control_inputs != ControlInputs.ZEROS:
         options["control_inputs"] = str(c.control_inputs)
     res = engine.attribute(run.model, X, R, target=list(run.targets), rule=str(c.rule),
-                           max_rule=str(c.max_rule), batch_size=c.batch_size, device=c.device,
+                           max_rule=str(c.max_rule), batch_size=run.batch_size, device=c.device,
                            precision=str(c.precision),
                            allow_gradient=c.allow_gradient, names=[f"{strand}{name}" for name in names],
                            progress=progress, **options)

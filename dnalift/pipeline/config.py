@@ -11,7 +11,8 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-from dnalift.options import Mode, MaxRule, Precision, NPolicy, Center, ReferenceMethod, Layout, ControlInputs, OffGenome, PairReferences, parse_choice, parse_shard
+from dnalift.options import (INT_MAX, Center, ControlInputs, Layout, MaxRule, Mode, NPolicy, OffGenome,
+                             PairReferences, Precision, ReferenceMethod, parse_choice, parse_shard)
 
 __all__ = ["parse_shard", "parse_device", "device_list", "ScoreConfig"]
 
@@ -74,6 +75,9 @@ def _positive(value, argument: str, *, minimum: int = 1, optional: bool = False)
     value = int(value)
     if value < minimum:
         raise _option_error(f"{argument} must be at least {minimum}, got {value}", argument, value=value)
+    if value > INT_MAX[argument]:
+        raise _option_error(f"{argument} must be at most {INT_MAX[argument]} (what the result file holds), got "
+                            f"{value}", argument, value=value)
     return value
 
 
@@ -147,6 +151,9 @@ class ScoreConfig:
     arch, arch_kwargs, trust_model : model loading (:func:`dnalift.models.load_model`)
     allow_gradient : tuple of str
         ATen ops to pass through with gradients.
+    allow_nonfinite : bool
+        Keep rows whose prediction, reference prediction or scores are NaN or infinite (the file's
+        ``allow_nonfinite`` attribute flags it); by default such a row stops the run and nothing is written.
     chunk_size : int, optional
         Rows per chunk of the result file (default about 1 MiB of scores).
     layout : Layout
@@ -195,6 +202,7 @@ class ScoreConfig:
     arch_kwargs: Mapping | str | None = None
     trust_model: bool = False
     allow_gradient: tuple = ()
+    allow_nonfinite: bool = False
     chunk_size: int | None = None
     layout: Layout = Layout.AUTO
     control_inputs: ControlInputs = ControlInputs.ZEROS
@@ -243,7 +251,21 @@ class ScoreConfig:
         put(self, "allow_gradient", tuple(str(op).strip().removeprefix("aten.") for op in ops if str(op).strip()))
         if self.arch_kwargs is not None and self.arch is None:
             raise _option_error("arch_kwargs needs arch= (the package.module:Class they are for)", "arch_kwargs")
-        for name in ("normalize", "rc_average", "resume", "force", "trust_model"):
+        if isinstance(self.arch_kwargs, str):
+            import json
+
+            try:
+                kwargs = json.loads(self.arch_kwargs)
+            except json.JSONDecodeError as e:
+                raise _option_error(f"arch_kwargs is not JSON ({e}); give a JSON object, e.g. '{{\"n_filters\": 64}}'",
+                                    "arch_kwargs", value=self.arch_kwargs) from None
+            if not isinstance(kwargs, dict):
+                raise _option_error("arch_kwargs must be a JSON object of keyword arguments, e.g. "
+                                    "'{\"n_filters\": 64}'", "arch_kwargs", value=self.arch_kwargs)
+        if self.resume and self.force:
+            raise _option_error("give resume=True (finish the partial file) or force=True (start afresh), not both",
+                                "resume")
+        for name in ("normalize", "rc_average", "resume", "force", "trust_model", "allow_nonfinite"):
             put(self, name, bool(getattr(self, name)))
         put(self, "command_line", str(self.command_line or ""))
 

@@ -41,6 +41,8 @@ class ScoreSummary:
         Largest ``|summation-to-delta error|`` over all rows and targets (``nan`` when there are no rows).
     worst : str or None
         Name of the sequence with that error (and its target when there are several).
+    n_nonfinite : int
+        Rows whose delta is NaN or infinite (kept only with ``allow_nonfinite``), over all targets.
     paired : bool
         Rows come in pairs, two per variant (``n_skipped`` then counts variants).
     """
@@ -54,6 +56,7 @@ class ScoreSummary:
     seconds: float
     max_abs_delta: float
     worst: str | None
+    n_nonfinite: int = 0
     paired: bool = False
 
     def line(self) -> str:
@@ -61,11 +64,13 @@ class ScoreSummary:
         files = ", ".join(str(p) for p in self.outputs)
         resumed = f", {self.n_resumed} kept from the interrupted run" if self.n_resumed else ""
         if math.isnan(self.max_abs_delta):
-            delta = "no rows"
+            delta = "every delta is NaN or infinite" if self.n_nonfinite else "no rows"
         else:
             delta = f"worst |summation-to-delta error| {self.max_abs_delta:.3g}"
             if self.worst:
                 delta += f" ({self.worst})"
+        if self.n_nonfinite:
+            delta += f"; {self.n_nonfinite} rows with NaN or infinite values, kept (allow_nonfinite=True)"
         scored = f"{self.n_scored} sequences"
         if self.paired:
             scored = f"{self.n_scored // 2} variants ({self.n_scored} rows)"
@@ -124,18 +129,23 @@ def resolve_targets(model, targets: Sequence) -> list:
                           **e.details) from None
 
 
-def worst_delta(targets, paths) -> tuple[float, str | None]:
-    """The largest ``|delta|`` over the result files and the name of its sequence (and target, for several)."""
+def worst_delta(targets, paths) -> tuple[float, str | None, int]:
+    """The largest finite ``|delta|`` over the result files, the name of its sequence (cut to 60 characters, and
+    its target for several), and the number of rows whose delta is NaN or infinite."""
     from dnalift.io.store import open_results
+    from dnalift.pipeline.chunks import short_name
 
-    worst_value, worst_name = float("nan"), None
+    worst_value, worst_name, n_nonfinite = float("nan"), None, 0
     for target, path in zip(targets, paths):
         label = target.label
         with open_results(path) as r:
             for a, b in r.iter_chunks(65536):
                 d = np.abs(r.deltas(slice(a, b)).astype(np.float64))
-                if d.size and (math.isnan(worst_value) or d.max() > worst_value):
+                finite = np.isfinite(d)
+                n_nonfinite += int(d.size - np.count_nonzero(finite))
+                d = np.where(finite, d, -1.0)
+                if finite.any() and (math.isnan(worst_value) or d.max() > worst_value):
                     i = int(np.argmax(d))
                     worst_value = float(d[i])
-                    worst_name = str(r.names_of(a + i)) + (f", target {label}" if len(paths) > 1 else "")
-    return worst_value, worst_name
+                    worst_name = short_name(str(r.names_of(a + i))) + (f", target {label}" if len(paths) > 1 else "")
+    return worst_value, worst_name, n_nonfinite

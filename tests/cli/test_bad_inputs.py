@@ -106,6 +106,17 @@ def kit(tmp_path_factory):
                   "--shard", "2-of-2").exit_code == 0
     k["other_part2"] = other / "part2.h5"
     k["changed_fasta"] = other / "seqs.fa"
+    # issue 24: a model that gives NaN, a file scored from it with --allow-nonfinite, a scripted model whose
+    # kernel (15) is longer than a short --width
+    nan = Tiny().eval()
+    with torch.no_grad():
+        nan.out.bias[0] = float("nan")
+    torch.export.save(torch.export.export(nan, (example,), dynamic_shapes=({0: batch},)), d / "nan.pt2")
+    k["nan_model"] = d / "nan.pt2"
+    k["nan_scored"] = d / "nan_scored.h5"
+    assert invoke("score", k["nan_model"], k["fasta"], "-o", k["nan_scored"], "--n-refs", 2,
+                  "--allow-nonfinite").exit_code == 0
+    torch.jit.save(torch.jit.script(toy_models.Kernel15().eval()), d / "kernel15.pt")
     return k
 
 
@@ -212,6 +223,45 @@ def _existing(name, content=b"precious"):
 
 def _one_chunk_then_interrupt(k, out, monkeypatch):
     fail_attribute_on_call(monkeypatch, 1)
+
+
+def _full_disk_from_the_start(k, out, monkeypatch):
+    import dnalift.io.store.writer as writer
+
+    class Usage:
+        free = 1000
+
+    monkeypatch.setattr(writer.shutil, "disk_usage", lambda path: Usage())
+
+
+def _sigterm_in_the_second_chunk(k, out, monkeypatch):
+    """The scheduler stops the job (SIGTERM) while the second chunk is scored."""
+    import os
+    import signal
+
+    import dnalift.attribution.engine as engine
+
+    real, calls = engine.attribute, []
+
+    def attribute(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # the command's handler raises in this thread
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "attribute", attribute)
+
+
+def _oom_in_the_second_chunk(k, out, monkeypatch):
+    fail_attribute_on_call(monkeypatch, 2, MemoryError)
+
+
+def _bad_int(option, value, *words):
+    return Case(f"{option} {value}", _score(option, value), 2, (option, *words))
+
+
+def _regions_opt(*extra):
+    return _regions("chr1\t10\t40\tr1\n", *extra)
 
 
 CASES = [
@@ -366,6 +416,115 @@ CASES = [
     Case("inspect a non-HDF5 file", lambda k, o: ["inspect", k["fasta"]], 1, ("not an HDF5 file",)),
     Case("info of a missing model", lambda k, o: ["info", o.parent / "none.pt"], 1, ("no such file",)),
     Case("info of a model without a rule", lambda k, o: ["info", k["dir"] / "norule.pt"], 1, ("erf",)),
+    # --- issue 24: integer options bounded by what the file holds, checked before anything runs
+    _bad_int("--seed", 2**64, "18446744073709551615"),
+    _bad_int("--n-refs", 2**31, "2147483647"),
+    _bad_int("--width", 2**28, "268435455"),
+    _bad_int("--batch-size", 2**31, "2147483647"),
+    _bad_int("--chunk-size", 2**31, "2147483647"),
+    Case("shard n too large", _score("--shard", f"1-of-{2**31}"), 2, ("--shard", "at most 2147483647")),
+    Case("logo index past int64", lambda k, o: ["logo", k["scored"], "--index", 2**63, "-o", o / "l.png"], 2,
+         ("--index",)),
+    Case("export window past int64", lambda k, o: ["export", k["scored"], "--format", "modisco", "-o", o / "m",
+                                                   "--window", 2**63], 2, ("--window",)),
+    _bad_int("--seed", -1),
+    _bad_int("--n-refs", -3),
+    _bad_int("--width", 0),
+    _bad_int("--batch-size", 0),
+    _bad_int("--seed", "abc", "not a valid integer"),
+    # --- issue 24: rough edges
+    Case("--resume with --force", _score("--resume", "--force"), 2, ("--resume", "--force", "not both")),
+    Case("-q with -v", _score("-q", "-v"), 2, ("-v", "-q", "not both")),
+    Case("fasta compressed with bzip2", _score_on(_write("seqs.fa.bz2", b"BZh91AY&SY" + bytes(range(40)))), 1,
+         ("bzip2", "bgzip")),
+    Case("fasta compressed with xz", _score_on(_write("seqs.fa.xz", b"\xfd7zXZ\x00" + bytes(range(40)))), 1,
+         ("xz -d", "bgzip")),
+    Case("fasta compressed with zstd", _score_on(_write("seqs.fa.zst", b"\x28\xb5\x2f\xfd" + bytes(range(40)))), 1,
+         ("zstd",)),
+    Case("an empty record", _score_on(_write("hole.fa", ">a\n" + "ACGT" * 6 + "\n>b\n>c\n" + "ACGT" * 6 + "\n")), 1,
+         ("record 'b' is empty",)),
+    Case("an empty record with --width", _score_on(_write("hole2.fa", ">a\n" + "ACGT" * 6 + "\n>b\n"), "--width", L),
+         1, ("record 'b' is empty",)),
+    Case("a nameless first header", _score_on(_write("anon.fa", ">\n" + "ACGT" * 6 + "\n")), 1,
+         ("line 1", "without a name")),
+    Case("a nameless later header", _score_on(_write("anon2.fa", ">a\n" + "ACGT" * 6 + "\n> \n" + "ACGT" * 6 + "\n")),
+         1, ("line 3", "without a name")),
+    Case("model gives NaN", _score_on(lambda k, o: k["fasta"], model=lambda k: k["nan_model"]), 1,
+         ("NaN or infinite prediction", "'s00'", "--allow-nonfinite")),
+    Case("logo of a NaN row", lambda k, o: ["logo", k["nan_scored"], "--index", 0, "-o", o / "l.png"], 1,
+         ("NaN or infinite prediction", "no logo", "--allow-nonfinite")),
+    Case("modisco export of NaN rows", lambda k, o: ["export", k["nan_scored"], "--format", "modisco", "-o", o / "m"],
+         1, ("NaN or infinite", "TF-MoDISco")),
+    Case("inspect a NaN file", lambda k, o: ["inspect", k["nan_scored"]], 1, ("NaN or infinite", "kept on purpose")),
+    Case("resume with another batch size", _score("--chunk-size", 4, "--batch-size", 3, "--resume"), 1,
+         ("cannot resume", "batches of", "leave --batch-size out"), prepare=_copy_partial,
+         keep=(".o.h5.partial.h5",)),
+    Case("width shorter than the kernel", lambda k, o: ["score", k["dir"] / "kernel15.pt", k["fasta"], "-o",
+                                                        o / "o.h5", "--width", 10, "--n-refs", 2], 1,
+         ("Kernel size", "--width")),
+    Case("disk full before the first chunk", _score("--chunk-size", 4), 1, ("no space left", "nothing was written"),
+         prepare=_full_disk_from_the_start),
+    Case("SIGTERM in the second chunk", _score("--chunk-size", 4), 143, ("terminated (SIGTERM)",),
+         prepare=_sigterm_in_the_second_chunk, keep=(".o.h5.partial.h5",), warnings=1),
+    Case("out of memory in the second chunk", _score("--chunk-size", 4), 1, ("out of memory", "--batch-size",
+                                                                             "--force"),
+         prepare=_oom_in_the_second_chunk, keep=(".o.h5.partial.h5",), warnings=1),
+    # --- more options
+    Case("rule unknown", _score("--rule", "deeplift"), 2, ("--rule",)),
+    Case("max-rule unknown", _score("--max-rule", "soft"), 2, ("--max-rule",)),
+    Case("precision float16", _score("--precision", "float16"), 2, ("--precision",)),
+    Case("layout unknown", _score("--layout", "NCHW"), 2, ("--layout",)),
+    Case("n-policy unknown", _score("--n-policy", "maybe"), 2, ("--n-policy",)),
+    Case("control-inputs unknown", _score("--control-inputs", "ones"), 2, ("--control-inputs",)),
+    Case("target given twice", _score("--target", 0, "--target", 0), 2, ("--target",)),
+    Case("unknown option", _score("--n-ref", 3), 2, ("--n-ref",)),
+    Case("no output", lambda k, o: ["score", k["model"], k["fasta"]], 2, ("-o",)),
+    Case("no sequences", lambda k, o: ["score", k["model"], "-o", o / "o.h5"], 2, ("SEQS.fa", "--regions")),
+    Case("arch-kwargs not JSON", _score("--arch", "toy_models:PaperCNN", "--arch-kwargs", "{oops"), 2,
+         ("--arch-kwargs",)),
+    # --- more sequences
+    Case("fasta is a folder", _score_on(lambda k, o: o), 1, ("is a folder",)),
+    Case("fasta of headers only", _score_on(_write("heads.fa", ">a\n>b\n")), 1, ("empty",)),
+    Case("fasta of one N record with --n-policy error", _score_on(_write("onen.fa", ">a\n" + "N" * L + "\n"),
+                                                                  "--n-policy", "error"), 1, ("'N' at position 0",)),
+    Case("model file empty", lambda k, o: ["score", _write("empty.pt", b"")(k, o), k["fasta"], "-o", o / "o.h5"], 1,
+         ("empty.pt",)),
+    # --- more regions
+    Case("BED empty", _regions(""), 1, ("has no regions",)),
+    Case("BED end before start", _regions("chr1\t40\t10\n"), 1, ("line 1", "0 <= start <= end")),
+    Case("BED negative start", _regions("chr1\t-5\t10\n"), 1, ("line 1", "0 <= start")),
+    Case("BED strand unknown", _regions("chr1\t10\t40\tr1\t0\t*\n"), 1, ("line 1", "strand")),
+    Case("BED summit -1", _regions("chr1\t10\t40\tr\t0\t+\t1\t1\t1\t-1\n", "--center", "summit"), 1,
+         ("summit offset -1",)),
+    Case("BED summit not a number", _regions("chr1\t10\t40\tr\t0\t+\t1\t1\t1\tx\n", "--center", "summit"), 1,
+         ("summit (column 10)",)),
+    Case("BED duplicate windows", _regions("chr1\t10\t40\nchr1\t10\t40\n"), 1, ("lines 1 and 2", "sort -u")),
+    Case("genome missing", lambda k, o: ["score", k["model"], "--regions", k["bed"], "--genome", o.parent / "no.fa",
+                                         "--width", L, "-o", o / "o.h5"], 1, ("does not exist",)),
+    Case("genome is binary", lambda k, o: ["score", k["model"], "--regions", k["bed"], "--genome",
+                                           k["dir"] / "junk.bin", "--width", L, "-o", o / "o.h5"], 1, ("binary",)),
+    Case("center unknown", _regions_opt("--center", "peak"), 2, ("--center",)),
+    Case("off-genome unknown", _regions_opt("--off-genome", "maybe"), 2, ("--off-genome",)),
+    # --- more logo, export, merge, inspect, info
+    Case("logo end before start", lambda k, o: ["logo", k["scored"], "--index", 0, "--start", 10, "--end", 5, "-o",
+                                                o / "l.png"], 2, ("--end 5",)),
+    Case("logo around-max with start", lambda k, o: ["logo", k["scored"], "--index", 0, "--start", 1,
+                                                     "--around-max", 4, "-o", o / "l.png"], 2, ("not both",)),
+    Case("logo name and index", lambda k, o: ["logo", k["scored"], "--index", 0, "--name", "s00", "-o", o / "l.png"],
+         2, ("exactly one",)),
+    Case("logo missing file", lambda k, o: ["logo", o.parent / "none.h5", "--index", 0, "-o", o / "l.png"], 1),
+    Case("export format unknown", lambda k, o: ["export", k["scored"], "--format", "csv", "-o", o / "m"], 2,
+         ("--format",)),
+    Case("export modisco with --genome", lambda k, o: ["export", k["scored"], "--format", "modisco", "-o", o / "m",
+                                                       "--genome", k["genome"]], 2, ("--genome is for",)),
+    Case("export bigwig with --window", lambda k, o: ["export", k["scored"], "--format", "bigwig", "-o", o / "x.bw",
+                                                      "--window", 4], 2, ("--window is for",)),
+    Case("export window longer than the sequences", lambda k, o: ["export", k["scored"], "--format", "modisco", "-o",
+                                                                  o / "m", "--window", 2 * L], 2, ("longer",)),
+    Case("merge a partial file", lambda k, o: ["merge", k["partial"], "-o", o / "all.h5"], 1, ("incomplete",)),
+    Case("inspect a missing file", lambda k, o: ["inspect", o.parent / "none.h5"], 1),
+    Case("info of junk", lambda k, o: ["info", k["dir"] / "junk.bin"], 1, ("junk.bin",)),
+    Case("info width 0", lambda k, o: ["info", k["model"], "--width", 0], 2, ("--width",)),
 ]
 
 
@@ -415,7 +574,7 @@ def test_bad_input(kit, case, tmp_path, monkeypatch):
 
 
 def test_the_table_is_large():
-    assert len(CASES) >= 40
+    assert len(CASES) > 120
 
 
 def test_disk_full_partial_file_resumes_to_the_uninterrupted_result(kit, tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ from typing import Any, Iterable
 import h5py
 import numpy as np
 
-from dnalift.errors import IncompleteResultError, NameNotFoundError, StoreError
+from dnalift.errors import IncompleteResultError, NameNotFoundError, NonFiniteError, StoreError
 from dnalift.io.store import schema
 from dnalift.io.store._h5 import CACHE_BYTES, check_dnalift, missing_chunks, open_h5, read_attrs
 
@@ -221,6 +221,31 @@ class ResultReader:
 
     def deltas(self, idx=None) -> np.ndarray:
         return self._get(schema.DELTAS, idx)
+
+    def refuse_nonfinite(self, start: int, stop: int, use: str, scores: np.ndarray | None = None):
+        """``scores`` (rows ``start:stop``, shape (b, ...)) when they, the predictions and the reference predictions
+        of those rows are finite.
+
+        Raises
+        ------
+        NonFiniteError
+            Naming the first row with a NaN or infinite value, why the file can hold one, and ``use`` (what
+            cannot be done with it).
+        """
+        rows = slice(start, stop)
+        for what, values in (("prediction", self.predictions(rows)),
+                             ("reference prediction", self.reference_predictions(rows)), ("scores", scores)):
+            if values is None:
+                continue
+            bad = ~np.isfinite(np.asarray(values).reshape(len(values), -1)).all(axis=1)
+            if bad.any():
+                i = start + int(np.flatnonzero(bad)[0])
+                why = "scored with allow_nonfinite=True" if self.attrs.get("allow_nonfinite") else "not checked"
+                raise NonFiniteError(f"{self.path}: sequence {str(self.names_of(i))[:60]!r} (row {i}) has a NaN or "
+                                     f"infinite {what} (the model gave it; the file was {why}), so {use}; score the "
+                                     f"sequences again without such rows", argument="path", path=str(self.path),
+                                     row=i)
+        return scores
 
     def iter_chunks(self, size: int | None = None) -> Iterable[tuple[int, int]]:
         """``(start, stop)`` row blocks aligned with the file's chunks, for streaming over all rows."""

@@ -99,7 +99,7 @@ __all__ = [
     "FORMAT_VERSION", "AXIS_ORDER", "ALPHABET", "RAW", "HYPOTHETICAL", "PROJECTED", "NAMES", "PREDICTIONS",
     "REFERENCE_PREDICTIONS", "DELTAS", "CHUNKS_COMPLETE", "REGIONS", "REGION_FIELDS", "Dataset", "PER_BASE",
     "PER_ROW", "REGION_DATASETS", "STRING", "VARIANT_IDS", "ALLELES", "VARIANTS",
-    "VARIANT_DATASETS", "variant_field", "region_path", "SHARD_ATTRS", "VOLATILE_ATTRS", "STORAGE_ATTRS",
+    "VARIANT_DATASETS", "variant_field", "region_path", "SHARD_ATTRS", "VOLATILE_ATTRS", "STORAGE_ATTRS", "COMPUTE_ATTRS",
     "PROVENANCE_ATTRS", "FINGERPRINT_ATTRS", "COMPRESSIONS", "partial_path", "lock_path", "default_chunk_size",
     "parse_shard", "shard_attrs", "n_chunks", "comparable", "ROW_VALUES", "REGION_LINE", "REGIONS_FORMAT",
     "KEPT_REGIONS_SUFFIXES", "regions_format", "kept_regions_path",
@@ -183,6 +183,9 @@ STORAGE_ATTRS = ("chunk_size", "compression")
 PROVENANCE_ATTRS = ("model_path", "input", "genome", "reference_path", "fold_model_path")
 #: what identifies the inputs: compared by resume and merge
 FINGERPRINT_ATTRS = ("input_sha256", "model_sha256", "reference_sha256")
+#: how the numbers were computed, which changes their last bits (dnalift.pipeline.batch): compared by resume (a
+#: resumed file holds the bits of an uninterrupted run), not by merge (shards agree to float32 rounding)
+COMPUTE_ATTRS = ("batch_size",)
 COMPRESSIONS = ("gzip", "lzf", "none")
 #: what differs between the folds of one scoring (one model each): every other attribute must agree to average
 FOLD_ATTRS = ("model_sha256", "model_path")
@@ -190,9 +193,12 @@ FOLD_ATTRS = ("model_sha256", "model_path")
 AVERAGE_ATTRS = ("averaged_from", "n_folds", "fold_model_sha256", "fold_model_path")
 
 
-def comparable(attrs: dict) -> dict:
-    """The attributes that two files of one run (a partial file and its resumption; shards) must share."""
+def comparable(attrs: dict, *, resume: bool = False) -> dict:
+    """The attributes that two files of one run must share: a partial file and its resumption (``resume``), or
+    shards (which may differ in :data:`COMPUTE_ATTRS`)."""
     skip = set(VOLATILE_ATTRS) | set(STORAGE_ATTRS) | set(PROVENANCE_ATTRS) | set(SHARD_ATTRS)
+    if not resume:
+        skip |= set(COMPUTE_ATTRS)
     return {k: v for k, v in attrs.items() if k not in skip}
 
 

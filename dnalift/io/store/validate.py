@@ -184,10 +184,11 @@ def _validate_values(f: h5py.File, n: int) -> list[str]:
         rows = np.stack([f[k][sl] for k in schema.ROW_VALUES])
         counts["nan_rows"] += int(np.count_nonzero(~np.isfinite(rows).all(axis=0)))
     problems = []
+    kept = " (kept on purpose: scored with allow_nonfinite=True)" if f.attrs.get("allow_nonfinite") else ""
     if counts["nan_hyp"]:
-        problems.append(f"{counts['nan_hyp']} sequences have NaN or infinite scores in {schema.HYPOTHETICAL}")
+        problems.append(f"{counts['nan_hyp']} sequences have NaN or infinite scores in {schema.HYPOTHETICAL}{kept}")
     if counts["nan_rows"]:
-        problems.append(f"{counts['nan_rows']} sequences have NaN or infinite {', '.join(schema.ROW_VALUES)}")
+        problems.append(f"{counts['nan_rows']} sequences have NaN or infinite {', '.join(schema.ROW_VALUES)}{kept}")
     if counts["not_one_hot"]:
         problems.append(f"{counts['not_one_hot']} sequences in {schema.RAW} are not one-hot")
     if counts["projected"]:

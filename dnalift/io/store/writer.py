@@ -239,13 +239,16 @@ class ResultWriter:
             raise ResumeMismatchError(f"cannot resume {partial}: it {had} genome regions and this run does not "
                                       f"match; pass force=True to start over", argument="resume", path=partial,
                                       key=schema.REGIONS, old=schema.REGIONS in f, new=self.has_regions)
-        a, b = schema.comparable(old), schema.comparable(self._attrs)
+        a, b = schema.comparable(old, resume=True), schema.comparable(self._attrs, resume=True)
         for key in sorted(set(a) | set(b)):
-            if a.get(key) == b.get(key):
+            if a.get(key) == b.get(key) or key in schema.COMPUTE_ATTRS and key not in a:  # not recorded (an older file)
                 continue
             if key in _WHAT_CHANGED:
                 what = f"{_WHAT_CHANGED[key]} changed since the interrupted run ({key} {str(a.get(key))[:12]}... " \
                        f"then, {str(b.get(key))[:12]}... now)"
+            elif key == "batch_size":
+                what = (f"it was computed in batches of {a.get(key)} and this run asks for {b.get(key)}, which changes "
+                        f"the last bits of the scores; leave batch_size out to go on with {a.get(key)}")
             else:
                 what = f"parameter {key!r} was {a.get(key)!r} in the interrupted run and is {b.get(key)!r} now"
             raise ResumeMismatchError(f"cannot resume {partial}: {what}; rerun with the same options and inputs, "
