@@ -20,7 +20,7 @@ __all__ = ["Choice", "Mode", "MaxRule", "Precision", "NPolicy", "Center", "Refer
 #: the width; chunk and batch sizes, reference and shard counts are HDF5 chunk dimensions or torch sizes,
 #: kept to int32)
 INT_MAX = {"seed": 2**64 - 1, "width": 2**28 - 1, "n_refs": 2**31 - 1, "batch_size": 2**31 - 1,
-           "chunk_size": 2**31 - 1, "shard": 2**31 - 1}
+           "chunk_size": 2**31 - 1, "shard": 2**31 - 1, "shuffle_workers": 2**31 - 1}
 #: the largest row or position a command takes (``logo --index/--start/--end``, ``export --window``: int64)
 POSITION_MAX = 2**63 - 1
 
