@@ -83,7 +83,9 @@ def program_of(model, example_shape: tuple):
     unit_names : tuple of str or None
     """
     if isinstance(model, torch.export.ExportedProgram):
-        return model, "NCL", None
+        from dnalift.models.export import cells_program
+
+        return cells_program(model), "NCL", None  # recurrent layers written out as cells
     if isinstance(model, torch.nn.Module):
         from dnalift.models.export import program_for_module
 

@@ -19,6 +19,7 @@ from torch.export.graph_signature import InputKind, OutputKind, TensorArgument
 from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
 
 from dnalift.models import passes as export_passes
+from dnalift.models.recurrent import recurrent_nodes
 from dnalift.options import Layout
 from dnalift.errors import ModelFormatError, ModelInputError, first_line
 from dnalift.graph import key_name
@@ -230,6 +231,8 @@ def reexport_reasons(ep: torch.export.ExportedProgram, spec: ProgramInputs, inpu
     if (any(free_unbacked_symbols(d) for value in _output_values(ep) for d in value.shape)
             or export_passes.tensor_reads(ep.graph)):
         needs.append("sizes computed from the input's shape")
+    if recurrent_nodes(ep.graph):
+        needs.append("recurrent layers written out as cells")
     return needs
 
 
