@@ -34,7 +34,7 @@ import torch.nn as nn
 import torch.utils._pytree as pytree
 
 from dnalift.models import passes as export_passes
-from dnalift.models import recurrent
+from dnalift.models import recurrent, script_source
 from dnalift.models import signature as inputs
 from dnalift.options import Layout
 from dnalift.errors import ModelFormatError, ModelInputError
@@ -306,7 +306,7 @@ def convert_script_module(ts, row, controls=(), *, dtype=torch.float32,
     try:
         import torch._export.converter as ts_converter
 
-        with quiet_export():
+        with quiet_export(), script_source.keep_source_lines():
             converted = ts_converter.TS2EPConverter(ts, example).convert()
     except Exception as e:
         raise ModelFormatError(f"{where}: cannot convert this TorchScript model to a torch.export graph "
