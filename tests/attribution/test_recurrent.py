@@ -149,9 +149,13 @@ def test_recurrent_layers_get_the_scores_of_explicit_cells_in_every_mode(cls, op
         assert_sums_to_delta(got)
 
 
-def test_gates_get_the_product_rule_and_their_nonlinearities_the_mode(tmp_path):
+def test_gates_get_the_product_rule_and_their_nonlinearities_the_mode(caplog):
     net, _ = make(nn.LSTM, batch_first=True)
     model = from_module(net, input_length=LENGTH)
+    X = random_one_hot(1, LENGTH, seed=1, dtype=F64)
+    with caplog.at_level("WARNING"):
+        assert_sums_to_delta(attribute(model, X, X * 0, dtype=F64, allow_gradient=("lstm",)))
+    assert "aten.lstm does not occur in the model, or is written out as its cells" in caplog.text
     rows = describe(model, rule="revealcancel")
     rules = {row["op"]: row["rule"] for row in rows}
     assert "aten.lstm" not in rules
