@@ -28,8 +28,7 @@ from dnalift.graph import key_name
 from dnalift.graph import source_line as source_of
 from dnalift.models.recurrent import RECURRENT_OPS
 
-#: recurrent ops the export writes out as cells (they never reach the plan)
-_WRITTEN_OUT = {op_name(op) for op in RECURRENT_OPS}
+_CELLS = {op_name(op) for op in RECURRENT_OPS}  # written out as cells by the export: never in a plan
 
 _GRADIENT = Gradient()
 
@@ -416,11 +415,9 @@ def _allow_notes(g: _Graph, allow: tuple) -> list[str]:
     for name in allow:
         if name in used:
             continue
-        if name not in occurring and name in _WRITTEN_OUT:
-            notes.append(f"allow_gradient: aten.{name} does not occur in the model, or is written out as its cells "
-                         f"(dnalift.models.recurrent), whose ops have DeepLIFT rules; no gradient fallback is needed")
-        elif name not in occurring:
-            notes.append(f"allow_gradient: aten.{name} does not occur in the model")
+        if name not in occurring:
+            cells = ", or is written out as its cells, whose ops have DeepLIFT rules" if name in _CELLS else ""
+            notes.append(f"allow_gradient: aten.{name} does not occur in the model{cells}")
         elif any(p.op == name and not p.allowable for p in g.problems):
             notes.append(f"allow_gradient: aten.{name} cannot be let through with gradients")
         else:
