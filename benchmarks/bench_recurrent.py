@@ -132,7 +132,7 @@ def main(argv=None) -> None:
         sys.exit(1)
     _, info, results, command = shared
     header = ["model", "parameters", "graph ops", "load (s)", "first call (s)", "ms per pair", "batch",
-              "forward ms per row", "max |delta|"]
+              "forward ms per row", "max Δ"]
     rows = [[r["model"], f"{r['parameters']:,}", str(r["ops"]), f"{r['load_s']:.1f}", f"{r['first_call_s']:.1f}",
              f"{r['per_pair_ms']:.3f}", str(r["batch"]), f"{r['forward_per_row_ms']:.3f}", f"{r['max_delta']:.1e}"]
             for r in results]
