@@ -6,6 +6,8 @@
   it also run on a GPU when there is one.
 - ``float64``: ``torch.float64``, for the tight summation-to-delta checks.
 - ``write_fasta(path, records)``: a FASTA file of ``(name, sequence)`` records, one line each.
+- ``export(model, *examples)``: ``torch.export`` of a model in eval mode with a dynamic batch dimension on each
+  input (an example of batch 1 is repeated to 2, so that export does not specialise the batch).
 - ``fail_attribute_on_call(monkeypatch, call, exc=KeyboardInterrupt)``: the engine's ``attribute`` raises on its
   ``call``-th call (an interrupted or failing run).
 
@@ -89,3 +91,17 @@ def device(request) -> str:
 @pytest.fixture
 def float64() -> torch.dtype:
     return torch.float64
+
+
+def export(model, *examples) -> torch.export.ExportedProgram:
+    """The model (put in eval mode) exported with a dynamic batch dimension on every input.
+
+    Parameters
+    ----------
+    model : nn.Module
+    *examples : Tensor (b, ...)
+        One example per input; one of batch 1 is repeated to 2 (export would fix a batch of 1).
+    """
+    batch = torch.export.Dim("batch", min=1)
+    examples = tuple(e.repeat(2, *([1] * (e.dim() - 1))) if e.shape[0] == 1 else e for e in examples)
+    return torch.export.export(model.eval(), examples, dynamic_shapes=tuple({0: batch} for _ in examples))

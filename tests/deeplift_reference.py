@@ -35,6 +35,9 @@ Conventions
    The coefficients route the ± parts forward and ``m⁺``, ``m⁻`` back, separately.
 5. AvgPool1d and Flatten: linear with non-negative coefficients; parts and multipliers routed the same way.
 6. The target is one unit of the last layer's output (flattened per row), with ``m⁺ = m⁻ = 1``.
+7. A Softmax or LogSoftmax as the last layer (over the features of a Linear's output): the target is taken on the
+   logits minus their mean, ``z_t − mean(z)`` (2016 paper 2.5), whatever the rule: the multipliers of the logits
+   are ``m⁺ = m⁻ = e_t − 1/K`` for K logits. (Its ``pos``/``neg`` are the centred parts; nothing reads them.)
 
 At the input, the multiplier is ``m⁺`` where ``Δx > 0``, ``m⁻`` where ``Δx < 0`` and ``½(m⁺ + m⁻)`` where
 ``Δx == 0`` (the same one-multiplier rule as 2; when the first layer is Linear or Conv1d, ``m⁺ = m⁻``).
@@ -48,7 +51,7 @@ import numpy as np
 import torch.nn as nn
 
 __all__ = ["NEAR_ZERO", "LayerTrace", "PairResult", "reference_deeplift", "deeplift_pair", "convert_layers",
-           "resolve_rule"]
+           "resolve_rule", "OutputSoftmax"]
 
 NEAR_ZERO = 1e-10
 MODES = ("rescale", "revealcancel", "genomics")
@@ -90,6 +93,11 @@ class FlattenLayer:
     pass
 
 
+@dataclass
+class OutputSoftmax:
+    log: bool  # LogSoftmax: the same target (the centred logits)
+
+
 def _int(value) -> int:
     return int(value[0]) if isinstance(value, (tuple, list)) else int(value)
 
@@ -115,11 +123,12 @@ def convert_layers(layers) -> list:
     Parameters
     ----------
     layers : iterable of torch.nn.Module
-        Conv1d, Linear, ReLU, PReLU, Sigmoid, Tanh, MaxPool1d, AvgPool1d, Flatten (start_dim 1), in order.
+        Conv1d, Linear, ReLU, PReLU, Sigmoid, Tanh, MaxPool1d, AvgPool1d, Flatten (start_dim 1), in order;
+        a Softmax or LogSoftmax (dim 1) as the last one.
 
     Returns
     -------
-    list of Dense, Conv, Elementwise, Pool and FlattenLayer
+    list of Dense, Conv, Elementwise, Pool, FlattenLayer and OutputSoftmax
     """
     converted = []
     for module in layers:
@@ -136,6 +145,10 @@ def convert_layers(layers) -> list:
             converted.append(_convert_pool(module, "max"))
         elif isinstance(module, nn.AvgPool1d):
             converted.append(_convert_pool(module, "avg"))
+        elif isinstance(module, (nn.Softmax, nn.LogSoftmax)):
+            if module.dim not in (1, -1) or module is not layers[-1]:
+                raise ValueError("Softmax/LogSoftmax over dim 1 as the last layer only")
+            converted.append(OutputSoftmax(isinstance(module, nn.LogSoftmax)))
         elif isinstance(module, nn.Flatten):
             if module.start_dim != 1 or module.end_dim != -1:
                 raise ValueError("Flatten(start_dim=1, end_dim=-1) only")
@@ -315,6 +328,11 @@ def _elementwise_forward(layer: Elementwise, rule: str, z, z0, pos_in, neg_in):
     return out, out0, m * pos_in, m * neg_in, m, m
 
 
+def _centred(v: np.ndarray) -> np.ndarray:
+    """``v − mean(v)``: the logits as a softmax output's target sees them (convention 7)."""
+    return v - v.mean()
+
+
 def forward_pair(layers: list, x: np.ndarray, x0: np.ndarray, *, mode: str, max_rule: str) -> list[LayerTrace]:
     """Forward one input and one reference through ``layers`` (from :func:`convert_layers`).
 
@@ -348,6 +366,8 @@ def forward_pair(layers: list, x: np.ndarray, x0: np.ndarray, *, mode: str, max_
             extra = dict(routes=routes, windows=records)
         elif isinstance(layer, FlattenLayer):
             out, out0, pos, neg = a.reshape(-1), a0.reshape(-1), pos.reshape(-1), neg.reshape(-1)
+        elif isinstance(layer, OutputSoftmax):
+            out, out0, pos, neg = _centred(a), _centred(a0), _centred(pos), _centred(neg)
         else:
             raise ValueError(f"unknown layer {layer!r}")
         traces.append(LayerTrace(layer, a, a0, out, out0, pos, neg, **extra))
@@ -420,6 +440,8 @@ def backward_pair(traces: list[LayerTrace], target: int) -> np.ndarray:
             m_neg = np.einsum("cwl,cw->cl", trace.routes, m_neg)
         elif isinstance(layer, FlattenLayer):
             m_pos, m_neg = m_pos.reshape(trace.inp.shape), m_neg.reshape(trace.inp.shape)
+        elif isinstance(layer, OutputSoftmax):  # the centring is symmetric: e_t − 1/K
+            m_pos, m_neg = _centred(m_pos), _centred(m_neg)
     d = traces[0].inp - traces[0].inp0
     return _one_multiplier(d, m_pos, m_neg, 0.5 * (m_pos + m_neg))
 
@@ -452,7 +474,8 @@ def reference_deeplift(layers, X, R, *, target: int, mode: str, max_rule: str):
     R : array (n, r, ...) matching X
         References per input.
     target : int
-        Index of the explained unit in the last layer's output (flattened per row).
+        Index of the explained unit in the last layer's output (flattened per row): of the centred logits where
+        the last layer is a Softmax or LogSoftmax (convention 7).
     mode : {"rescale", "revealcancel", "genomics"}
     max_rule : {"exact", "gradient"}
 

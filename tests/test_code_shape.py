@@ -104,3 +104,44 @@ def test_the_top_of_the_package_is_the_stages():
     loose = {p.stem for p in PACKAGE.glob("*.py")}
     assert loose <= TOP_LEVEL, f"loose modules beyond the public API and the leaf vocabulary: {loose - TOP_LEVEL}"
     assert len(loose) <= 6
+
+
+def _op_names() -> set:
+    from dnalift.attribution.registry import REGISTRY
+
+    return set(REGISTRY) - {"max", "sum", "mean", "abs", "size", "dim", "t", "to", "pad", "identity"}
+
+
+def _names_an_op(node, ops: set) -> bool:
+    """An ``aten.x`` attribute, or a string (or a tuple/set/list of strings) that is a registered op's name."""
+    if isinstance(node, ast.Attribute):
+        chain = node
+        while isinstance(chain, ast.Attribute):
+            chain = chain.value
+        return isinstance(chain, ast.Name) and chain.id == "aten" or "aten" in ast.unparse(node).split(".")[:3]
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value in ops
+    if isinstance(node, (ast.Tuple, ast.Set, ast.List)):
+        return any(_names_an_op(e, ops) for e in node.elts)
+    return False
+
+
+#: graph clean-ups of the export layer that run before any rule is looked up (training flags, autocast regions,
+#: shape arithmetic turned into literals): they rewrite the graph into the ops the registry knows
+_BEFORE_THE_REGISTRY = {"models/passes.py"}
+
+
+def test_no_op_name_is_compared_outside_the_registry():
+    """The registry (and its kinds) is the one place that knows an op: nothing else compares op names."""
+    ops = _op_names()
+    found = []
+    for path in _modules():
+        rel = str(path.relative_to(PACKAGE))
+        if rel == "attribution/registry.py" or rel.startswith("attribution/kinds/") or rel in _BEFORE_THE_REGISTRY:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Compare) or isinstance(node.left, ast.Attribute) and node.left.attr == "kind":
+                continue  # a step's kind ("linear") names its rule family, not an op
+            if any(_names_an_op(n, ops) for n in [node.left, *node.comparators]):
+                found.append(f"{rel}:{node.lineno}: {ast.unparse(node)[:80]}")
+    assert not found

@@ -243,7 +243,7 @@ def attribute(model, X, references, *, target=0, rule: str = "rescale", max_rule
             progress(seqs.stop)
     result = sums.result(r, layout if converted else None, rule, max_rule, [t.label for t in targets])
     _warn_deltas(result.deltas, result.predictions - result.reference_predictions, dtype, delta_tolerance,
-                 names=names, max_rule=max_rule)
+                 names=names, max_rule=max_rule, let_through=gradient_ops(plan))
     return _single(result) if single else result
 
 
@@ -313,20 +313,39 @@ def _single(result: Attribution) -> Attribution:
                        result.rule, result.max_rule, result.targets)
 
 
-def _warn_deltas(deltas, change, dtype, tolerance, *, names=None, max_rule="exact"):
-    """Warn (ConservationWarning) naming the worst sequences where summation-to-delta is off."""
+def gradient_ops(plan: Plan) -> list[str]:
+    """The ATen names of the ops a plan lets through with gradients (``allow_gradient``), in graph order."""
+    return list(dict.fromkeys(f"aten.{s.name}" for s in plan.steps if s.kind == "gradient"))
+
+
+def _conservation_hint(max_rule: str, let_through) -> str:
+    """What the conservation warning suggests: the likely cause first."""
+    hints = []
+    if let_through:
+        hints.append(f"Likely cause: {', '.join(let_through)}, let through with gradients (allow_gradient, "
+                     "--allow-gradient), which need not sum to delta; rewrite that part of the model with ops that "
+                     "have a rule (`dnalift info` lists them)")
+    if max_rule == "gradient":
+        hints.append("The gradient max rule does not sum to delta; use the exact one (max_rule='exact', "
+                     "--max-rule exact)")
+    if not hints:
+        hints.append("Try float64 (dtype=torch.float64, --precision float64); if it persists, run `dnalift info` on "
+                     "the model and report it")
+    return ". ".join(hints)
+
+
+def _warn_deltas(deltas, change, dtype, tolerance, *, names=None, max_rule="exact", let_through=()):
+    """Warn (ConservationWarning) naming the worst sequences where summation-to-delta is off, and its likely cause
+    (ops let through with gradients, the gradient max rule, else float32 rounding)."""
     if tolerance is None:
         tolerance = 1e-8 if dtype == torch.float64 else 1e-3
     relative = deltas.abs() / change.abs().clamp(min=1.0)
-    bad = relative > tolerance
+    bad = ~(relative <= tolerance)  # NaN is off too
     if bool(bad.any()):
         worst = torch.argsort(relative.max(dim=1).values, descending=True)[:5].tolist()
         label = (lambda i: names[i]) if names is not None else (lambda i: f"#{i}")
         details = ", ".join(f"{label(i)} ({float(deltas[i].abs().max()):.3g})" for i in worst)
-        hint = ("The gradient max rule does not sum to delta; use the exact one (max_rule='exact', "
-                "--max-rule exact)" if max_rule == "gradient" else
-                "Try float64 (dtype=torch.float64, --precision float64); if it persists, run `dnalift info` on "
-                "the model and report it")
         warnings.warn(
             f"summation-to-delta is off by more than {tolerance:g} (relative) for {int(bad.any(1).sum())} of "
-            f"{len(deltas)} sequence(s); worst: {details}. {hint}", ConservationWarning, stacklevel=3)
+            f"{len(deltas)} sequence(s); worst: {details}. {_conservation_hint(max_rule, let_through)}",
+            ConservationWarning, stacklevel=3)

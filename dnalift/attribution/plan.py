@@ -18,7 +18,7 @@ import torch.fx
 import torch.utils._pytree as pytree
 
 from dnalift.attribution import modes
-from dnalift.attribution.kinds.base import Kind, functional, iter_nodes
+from dnalift.attribution.kinds.base import Kind, batch_dim_of, functional, iter_nodes, value_meta
 from dnalift.graph import op_name
 from dnalift.attribution.kinds.bookkeeping import Gradient, NoValue, Refused
 from dnalift.attribution.registry import Role, rule_for
@@ -117,6 +117,20 @@ class Output:
     shape: tuple
     softmax_dim: int | None = None
 
+    def as_target(self, value: torch.Tensor) -> torch.Tensor:
+        """What targets read of this output: its value, or of a softmax output the logits minus their mean over
+        the softmax dimension (2016 paper 2.5). Linear, so it applies to values and to differences alike, under
+        every rule.
+
+        Parameters
+        ----------
+        value : Tensor (rows, *shape)
+            The node's value (the logits where the model ends in a softmax), or a difference of two values.
+        """
+        if self.softmax_dim is None:
+            return value
+        return value - value.mean(dim=self.softmax_dim, keepdim=True)
+
 
 @dataclasses.dataclass
 class Plan:
@@ -176,25 +190,6 @@ class Plan:
                 moved[name] = value
             self._cast_cache[key] = moved
         return self._cast_cache[key]
-
-
-def value_meta(node: torch.fx.Node):
-    """The exported example value of a node (the first one for a node that returns several), or None."""
-    value = node.meta.get("val")
-    if isinstance(value, (tuple, list)):
-        value = value[0] if value else None
-    return value
-
-
-def batch_dim_of(node: torch.fx.Node) -> int | None:
-    """The dimension of a node's value that holds the batch (the first symbolic one), or None."""
-    shape = getattr(value_meta(node), "shape", None)
-    if shape is None:
-        return None
-    for dim, size in enumerate(shape):
-        if isinstance(size, torch.SymInt) and not str(size).isdigit():
-            return dim
-    return 0 if len(shape) else None
 
 
 def _carries_values(node: torch.fx.Node) -> bool:
@@ -278,7 +273,9 @@ def _add_step(g: _Graph, node, shaped: set, allow_gradient) -> None:
     name = op_name(node.target)
     fn = functional(node.target)
     entry = rule_for(name)
-    is_dependent = any(n.name in g.dependent and _carries_values(n) for n in inputs)
+    shape_args = entry.shape_args if entry is not None else ()
+    value_args = [a for i, a in enumerate(node.args) if i not in shape_args]  # expand_as reads only b's shape
+    is_dependent = any(n.name in g.dependent and _carries_values(n) for n in iter_nodes((value_args, node.kwargs)))
     if (entry is not None and entry.shape_only) or not _carries_values(node):
         is_dependent = False  # sizes, metadata checks, zeros_like: they read no value of the input
     if not is_dependent:
@@ -294,7 +291,7 @@ def _add_step(g: _Graph, node, shaped: set, allow_gradient) -> None:
     rule, role, reason = None, Role.OTHER, "an op with no DeepLIFT rule"
     if entry is not None:
         rule, role = entry.resolve(node, g.dependent)
-        n_dependent = sum(1 for n in iter_nodes(node.args) if n.name in g.dependent and _carries_values(n))
+        n_dependent = sum(1 for n in iter_nodes(value_args) if n.name in g.dependent and _carries_values(n))
         if rule.max_dependent is not None and n_dependent > rule.max_dependent:
             reason, rule = f"an op with {n_dependent} input-dependent tensors", None
         else:
@@ -331,8 +328,8 @@ def _outputs(program, g: _Graph, steps: list) -> tuple[list, list]:
             continue  # constants and None outputs cannot be targets
         softmax_dim, node = None, leaf
         producer = producers.get(leaf.name)
-        if producer is not None and producer.name in ("softmax", "_softmax", "log_softmax", "_log_softmax") \
-                and len(leaf.users) == 1:
+        entry = rule_for(producer.name) if producer is not None else None
+        if entry is not None and entry.softmax_head and len(leaf.users) == 1:
             softmax_dim = producer.args[1] if len(producer.args) > 1 else producer.kwargs.get("dim", -1)
             node = producer.args[0]
             drop.append(producer)

@@ -28,13 +28,14 @@ from dnalift.attribution.kinds import composite as comp
 from dnalift.attribution.kinds.base import Kind, iter_nodes
 from dnalift.attribution.kinds.bookkeeping import Meta, NoValue, Refused
 from dnalift.attribution.kinds.linear import (ADDMM, CONV, CONVOLUTION, LINEAR, MATMUL, Additive, BatchNorm,
-                                              Concat, Dropout, Identity, Scale, Structural, Weighted, Where)
-from dnalift.attribution.kinds.max import Max
+                                              Concat, Dropout, Identity, Scale, ShapedLike, Structural, Weighted,
+                                              Where)
+from dnalift.attribution.kinds.max import Max, Pooling, Window
 from dnalift.attribution.kinds.nonlinear import Nonlinear
 from dnalift.attribution.kinds.product import Bilinear, Product
 from dnalift.attribution.kinds.transposed_conv import TRANSPOSED_CONV
 
-__all__ = ["Role", "OpRule", "REGISTRY", "register_rule", "rule_for", "moves_values"]
+__all__ = ["Role", "WeightLayout", "WeightArgs", "OpRule", "REGISTRY", "register_rule", "rule_for", "moves_values"]
 
 
 class Role(enum.Enum):
@@ -44,6 +45,27 @@ class Role(enum.Enum):
     CONV = "conv"      # a convolution: nonlinearities it feeds get Rescale
     PASS = "pass"      # bias, scaling, normalisation, reshaping: looked through
     OTHER = "other"    # anything else: a nonlinearity it feeds gets Rescale
+
+
+class WeightLayout(enum.Enum):
+    """How a weighted op's weight is laid out (for first-layer normalisation)."""
+
+    CONV = "conv"       # (out, in, *kernel), as conv1d/conv2d
+    OUT_IN = "out_in"   # (out, in), as F.linear
+    IN_OUT = "in_out"   # (in, out), as mm, addmm, matmul
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightArgs:
+    """Where a weighted op's activation and weight are, and the weight's layout (for normalisation).
+
+    An op with a weight that normalisation cannot handle (a transposed convolution: ``(in, out, *kernel)``)
+    has none, and normalisation leaves it, saying why.
+    """
+
+    data: str
+    weight: str
+    layout: WeightLayout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,10 +84,23 @@ class OpRule:
         The op only copies, selects or reorders entries, or returns its input (for weight normalisation).
     shape_only : bool
         The op's value depends only on its input's shape, never on its values.
+    shape_args : tuple of int
+        Positions of arguments of which the op reads only the shape (``expand_as(a, b)``: ``(1,)``); they do
+        not make the op input-dependent.
     select : callable, optional
         ``select(dependent_positions) -> (Kind, Role)`` for ops whose rule depends on which of their arguments
         depend on the input (``dependent_positions``: indices into ``node.args``; list items count as their
         list's index).
+    weights : WeightArgs, optional
+        A weighted layer's activation and weight arguments (first-layer normalisation).
+    value_args : tuple of str, optional
+        For an op that moves values: the arguments whose values it moves (``cat``'s ``tensors``); the others
+        are read for their shape or dtype only (``type_as``'s ``other``). None: the first argument.
+    pad_value : str, optional
+        A padding's fill-value argument (normalisation follows the input only through padding with 0).
+    softmax_head : bool
+        A softmax or log-softmax: at a model's output, targets are taken on its input logits, normalised as the
+        2016 paper's section 2.5 says.
     """
 
     op: str
@@ -74,6 +109,11 @@ class OpRule:
     moves_values: bool = False
     shape_only: bool = False
     select: Callable | None = None
+    shape_args: tuple = ()
+    weights: WeightArgs | None = None
+    value_args: tuple[str, ...] | None = None
+    pad_value: str | None = None
+    softmax_head: bool = False
 
     def resolve(self, node, dependent: set) -> tuple[Kind, Role]:
         """The kind and role for one graph node."""
@@ -87,7 +127,9 @@ REGISTRY: dict[str, OpRule] = {}
 
 
 def register_rule(op: str, kind: Kind, *, role: Role = Role.OTHER, moves_values: bool = False,
-                  shape_only: bool = False, select: Callable | None = None, replace: bool = False) -> OpRule:
+                  shape_only: bool = False, select: Callable | None = None, shape_args: tuple = (),
+                  weights: WeightArgs | None = None, value_args: tuple[str, ...] | None = None,
+                  pad_value: str | None = None, softmax_head: bool = False, replace: bool = False) -> OpRule:
     """Add (or with ``replace=True`` replace) the rule of an ATen op.
 
     Parameters
@@ -96,7 +138,7 @@ def register_rule(op: str, kind: Kind, *, role: Role = Role.OTHER, moves_values:
         The ATen name (``"softsign"``; ``aten.`` prefix, overload and in-place underscore are dropped).
     kind : Kind
         For an elementwise activation ``Nonlinear()``; see :mod:`dnalift.attribution.kinds` for the others.
-    role, moves_values, shape_only, select
+    role, moves_values, shape_only, select, shape_args, weights, value_args, pad_value, softmax_head
         See :class:`OpRule`.
 
     Returns
@@ -117,7 +159,9 @@ def register_rule(op: str, kind: Kind, *, role: Role = Role.OTHER, moves_values:
                         "passes")
     if name in REGISTRY and not replace:
         raise ValueError(f"aten.{name} already has a rule; pass replace=True to replace it")
-    rule = OpRule(name, kind, role=role, moves_values=moves_values, shape_only=shape_only, select=select)
+    rule = OpRule(name, kind, role=role, moves_values=moves_values, shape_only=shape_only, select=select,
+                  shape_args=tuple(shape_args), weights=weights, value_args=value_args, pad_value=pad_value,
+                  softmax_head=softmax_head)
     REGISTRY[name] = rule
     return rule
 
@@ -146,18 +190,29 @@ _identity = Identity()
 # views, selections, reorderings and padding: non-negative coefficients that only move values
 _entries("view reshape _unsafe_view permute transpose t unsqueeze squeeze flatten unflatten slice select narrow "
          "flip roll index index_select split split_with_sizes chunk unbind movedim swapaxes swapdims tensor_split "
-         "view_as reshape_as reflection_pad1d reflection_pad2d replication_pad1d replication_pad2d _pad_circular "
+         "reflection_pad1d reflection_pad2d replication_pad1d replication_pad2d _pad_circular "
          "view_copy permute_copy unsqueeze_copy squeeze_copy slice_copy select_copy transpose_copy t_copy",
          _structural, role=Role.PASS, moves_values=True)
 # copies that repeat entries (weight normalisation does not follow them: a unit would see a column twice)
-_entries("expand expand_as expand_copy repeat repeat_interleave upsample_nearest1d", _structural, role=Role.PASS)
-register_rule("constant_pad_nd", Structural(pad_value_arg=2), role=Role.PASS, moves_values=True)
-register_rule("pad", Structural(pad_value_arg=3), role=Role.PASS, moves_values=True)
+_entries("expand expand_copy repeat repeat_interleave", _structural, role=Role.PASS)
+# the same with the shape of a second tensor, which may depend on the input (F.normalize's expand_as)
+_entries("view_as reshape_as", ShapedLike(), role=Role.PASS, moves_values=True, shape_args=(1,))
+register_rule("expand_as", ShapedLike(), role=Role.PASS, shape_args=(1,))
+# upsampling: nearest repeats entries, linear interpolation averages two (four, eight) neighbours with weights
+# in [0, 1] that sum to 1: linear with non-negative coefficients, so the gradient is the exact rule
+_entries("upsample_nearest1d upsample_nearest2d upsample_nearest3d _upsample_nearest_exact1d "
+         "_upsample_nearest_exact2d _upsample_nearest_exact3d", Structural(label="upsampling (gradient)"),
+         role=Role.PASS)
+_entries("upsample_linear1d upsample_bilinear2d upsample_trilinear3d",
+         Structural(label="linear interpolation (gradient)"), role=Role.PASS)
+register_rule("constant_pad_nd", Structural(pad_value_arg=2), role=Role.PASS, moves_values=True, pad_value="value")
+register_rule("pad", Structural(pad_value_arg=3), role=Role.PASS, moves_values=True, pad_value="value")
 # sums and averages: non-negative coefficients
 _entries("mean sum avg_pool1d avg_pool2d adaptive_avg_pool1d adaptive_avg_pool2d cumsum", _structural,
          role=Role.PASS)
 # ops that return their input's values (casts that change no value, copies, eval-mode dropout)
-_entries("clone alias lift_fresh_copy identity contiguous type_as", _identity, role=Role.PASS, moves_values=True)
+_entries("clone alias lift_fresh_copy identity contiguous", _identity, role=Role.PASS, moves_values=True)
+register_rule("type_as", _identity, role=Role.PASS, moves_values=True, value_args=("self",))
 _entries("dropout feature_dropout alpha_dropout feature_alpha_dropout", Dropout(), role=Role.PASS,
          moves_values=True)
 
@@ -192,18 +247,23 @@ register_rule("div", _scale, role=Role.PASS,
               select=lambda deps: (_scale, Role.PASS) if deps == (0,) else (_quotient, Role.OTHER))
 
 # weighted layers with a constant weight (each term split by its sign in RevealCancel mode)
-_entries("conv1d conv2d", Weighted(CONV), role=Role.CONV)
-_entries("convolution _convolution", Weighted(CONVOLUTION), role=Role.CONV)
-_entries("conv_transpose1d conv_transpose2d", Weighted(TRANSPOSED_CONV), role=Role.CONV)
-register_rule("linear", Weighted(LINEAR), role=Role.DENSE)
-register_rule("addmm", Weighted(ADDMM), role=Role.DENSE)
+_conv_weights = WeightArgs("input", "weight", WeightLayout.CONV)
+_entries("conv1d conv2d", Weighted(CONV), role=Role.CONV, weights=_conv_weights)
+_entries("convolution _convolution", Weighted(CONVOLUTION), role=Role.CONV, weights=_conv_weights)
+_entries("conv_transpose1d conv_transpose2d", Weighted(TRANSPOSED_CONV), role=Role.CONV)  # weight (in, out, k)
+register_rule("linear", Weighted(LINEAR), role=Role.DENSE, weights=WeightArgs("input", "weight", WeightLayout.OUT_IN))
+register_rule("addmm", Weighted(ADDMM), role=Role.DENSE, weights=WeightArgs("mat1", "mat2", WeightLayout.IN_OUT))
 _matmul, _bilinear = Weighted(MATMUL), Bilinear()
-_entries("mm matmul bmm", _matmul, role=Role.DENSE,
-         select=lambda deps: (_bilinear, Role.OTHER) if len(deps) == 2 else (_matmul, Role.DENSE))
+_matmul_select = lambda deps: (_bilinear, Role.OTHER) if len(deps) == 2 else (_matmul, Role.DENSE)  # noqa: E731
+register_rule("mm", _matmul, role=Role.DENSE, select=_matmul_select,
+              weights=WeightArgs("self", "mat2", WeightLayout.IN_OUT))
+register_rule("matmul", _matmul, role=Role.DENSE, select=_matmul_select,
+              weights=WeightArgs("self", "other", WeightLayout.IN_OUT))
+register_rule("bmm", _matmul, role=Role.DENSE, select=_matmul_select)
 register_rule("einsum", Bilinear(einsum=True))
 
 # combining
-_entries("cat concat concatenate stack", Concat(), moves_values=True)
+_entries("cat concat concatenate stack", Concat(), moves_values=True, value_args=("tensors",))
 register_rule("where", Where())
 
 # elementwise nonlinearities: Rescale or RevealCancel
@@ -224,21 +284,29 @@ class _Power(Nonlinear):
 register_rule("pow", _Power())
 
 # max pooling and reductions
-_entries("max_pool1d max_pool2d max_pool1d_with_indices max_pool2d_with_indices adaptive_max_pool1d "
-         "adaptive_max_pool2d amax max", Max())
+for _d in (1, 2):
+    register_rule(f"max_pool{_d}d", Max(Pooling(Window.POOL, _d)))
+    register_rule(f"max_pool{_d}d_with_indices", Max(Pooling(Window.POOL, _d, returns_indices=True)))
+    register_rule(f"adaptive_max_pool{_d}d", Max(Pooling(Window.ADAPTIVE, _d, returns_indices=True)))
+register_rule("amax", Max(Pooling(Window.AMAX)))
+register_rule("max", Max(Pooling(Window.MAX_DIM, returns_indices=True)))
 
 # softmax and normalisation inside the network, attention: exact chains of the rules above
 _entries("softmax _softmax", comp.Composite(lambda ch, z, dim, *_: comp.softmax_chain(ch, z, dim),
                                             label="softmax: exp, sum, 1/s and product rule",
-                                            options=comp.softmax_options))
+                                            options=comp.softmax_options), softmax_head=True)
 _entries("log_softmax _log_softmax", comp.Composite(lambda ch, z, dim, *_: comp.softmax_chain(ch, z, dim, log=True),
                                                     label="log-softmax: exp, sum, log (Rescale)",
-                                                    options=comp.softmax_options))
+                                                    options=comp.softmax_options), softmax_head=True)
 register_rule("layer_norm", comp.Composite(comp.layer_norm_chain,
                                            label="layer norm: centring, variance, rsqrt and product rule"))
 register_rule("rms_norm", comp.Composite(comp.rms_norm_chain, label="RMS norm: mean square, rsqrt and product rule"))
 register_rule("group_norm", comp.Composite(comp.group_norm_chain,
                                            label="group norm: layer norm per group and product rule"))
+
+_entries("linalg_vector_norm linalg_norm norm",
+         comp.Composite(comp.norm_chain, options=comp.norm_options,
+                        label="p-norm: |x|^p (square), sum, root (exact secant)"))
 
 
 def _attention_options(node) -> str | None:

@@ -48,15 +48,14 @@ class Runner:
         for name in self.plan.released[index]:
             env.pop(name, None)
 
+    def _as_targets(self, values: list) -> list:
+        """Output values or differences as targets see them (:meth:`Output.as_target`: mean-normalised logits
+        where the model ends in a softmax)."""
+        return [output.as_target(value) for output, value in zip(self.plan.outputs, values)]
+
     def _outputs(self, env: dict) -> list:
-        """The outputs as targets see them (mean-normalised logits where the model ends in a softmax)."""
-        values = []
-        for output in self.plan.outputs:
-            value = env[output.node.name]
-            if output.softmax_dim is not None:
-                value = value - value.mean(dim=output.softmax_dim, keepdim=True)  # paper 2.5
-            values.append(value)
-        return values
+        """The outputs' values as targets see them."""
+        return self._as_targets([env[output.node.name] for output in self.plan.outputs])
 
     def forward(self, inputs: torch.Tensor) -> dict:
         """Plain forward of the sequences; returns the values in ``x_needed`` (no autograd)."""
@@ -87,7 +86,8 @@ class Runner:
         return refs, self._outputs(env)
 
     def split_pass(self, refs: torch.Tensor, x_env: dict, pairing: Pairing, inputs: torch.Tensor):
-        """Reference forward (no autograd) beside the differences; returns (input diff, output diffs, outputs)."""
+        """Reference forward (no autograd) beside the differences; returns (input diff, output diffs, outputs),
+        the outputs' differences and values as targets see them."""
         ref_env = self._start(refs)
         difference = pairing.diff(inputs, refs, 0).detach().requires_grad_(True)
         ctx = RunContext(pairing, self.eps, self.plan.batch_dims, x_env, ref_env, {self.plan.input_name: difference})
@@ -103,7 +103,7 @@ class Runner:
             self._free(ref_env, index)
             self._free(d_env, index)
             ctx.release(self.plan.released[index])
-        d_out = [total(d_env[name]) for name in self.output_names]
+        d_out = self._as_targets([total(d_env[name]) for name in self.output_names])
         return difference, d_out, self._outputs(ref_env)
 
     def run(self, inputs: torch.Tensor, refs: torch.Tensor, pairing: Pairing, targets: list):

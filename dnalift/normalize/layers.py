@@ -20,10 +20,7 @@ from dnalift.errors import DnaliftError
 from dnalift.models import layouts
 from dnalift.models.loaded import LoadedModel
 
-aten = torch.ops.aten
-
-LINEAR_OPS = {aten.linear}
-MATMUL_OPS = {aten.mm, aten.matmul, aten.addmm}
+WeightLayout = registry.WeightLayout
 
 
 def entry_of(node):
@@ -43,15 +40,17 @@ def is_identity(node) -> bool:
     return bool(rule and isinstance(rule.kind, Identity))
 
 
-def is_conv(node) -> bool:
+def weights_of(node):
+    """The registry's :class:`~dnalift.attribution.registry.WeightArgs` of a weighted layer, or None."""
     rule = entry_of(node)
-    return bool(rule and rule.role is registry.Role.CONV)
+    return rule.weights if rule else None
 
 
 def reads_shape_only(node) -> bool:
     """Shape queries, metadata checks and ``zeros_like``-style ops: they read no value."""
     rule = entry_of(node)
-    return bool(rule and (rule.shape_only or (isinstance(rule.kind, (Meta, NoValue)) and rule.op != "getitem")))
+    return bool(rule and (rule.shape_only or (isinstance(rule.kind, (Meta, NoValue))
+                                              and node.target is not operator.getitem)))
 
 
 class Blocked(Exception):
@@ -109,17 +108,9 @@ def set_arg(node, name, value) -> None:
 
 
 def data_arg(node):
-    """Name of the argument that carries the activation into an affine op."""
-    p = packet(node)
-    if is_conv(node) or p in LINEAR_OPS:
-        return "input", "weight"
-    if p is aten.addmm:
-        return "mat1", "mat2"
-    if p is aten.mm:
-        return "self", "mat2"
-    if p is aten.matmul:
-        return "self", "other"
-    return None, None
+    """Names of the arguments that carry the activation and the weight into an affine op (None, None if none)."""
+    weights = weights_of(node)
+    return (weights.data, weights.weight) if weights else (None, None)
 
 
 def depends_on(node, x_node, memo) -> bool:
@@ -149,7 +140,6 @@ def first_layers(gm, x_node):
         if node.op != "call_function":
             blockers.append(node)
             continue
-        p = packet(node)
         if reads_shape_only(node):
             continue
         if node.target is operator.getitem:
@@ -165,14 +155,13 @@ def first_layers(gm, x_node):
             continue
         if moves_values(node):
             args = op_args(node)
-            if p is aten.cat:
-                ok = all(isinstance(t, torch.fx.Node) and t in path for t in args["tensors"])
-            else:
-                first = next(iter(args))
-                others = [n for n in touched if n is not args[first]]
-                ok = args[first] in path and all(p is aten.type_as and n is args.get("other") for n in others)
-                if p is aten.type_as and args[first] not in path:
-                    continue  # `c.type_as(x)` reads only x's dtype
+            value_args = entry_of(node).value_args
+            moved = [a for name in (value_args or (next(iter(args)),))
+                     for a in (args[name] if isinstance(args[name], (list, tuple)) else [args[name]])]
+            if value_args is not None and not any(isinstance(a, torch.fx.Node) and a in path for a in moved):
+                continue  # the input is read for its dtype or shape only (`c.type_as(x)`)
+            ok = all(isinstance(a, torch.fx.Node) and a in path for a in moved) and all(
+                n in moved for n in touched)
             if ok:
                 path.add(node)
             else:
@@ -224,16 +213,11 @@ class Evaluator:
             return value.detach() if isinstance(value, torch.Tensor) else value
         if node.op != "call_function":
             raise Blocked(f"cannot follow {node.op} {node.target}")
-        p = packet(node)
         if is_identity(node):
             return self(node.args[0])
-        if p is aten.constant_pad_nd:
-            if op_args(node)["value"] not in (0, 0.0):
-                raise Blocked("padding with a non-zero constant")
-        if p is aten.pad:
-            args = op_args(node)
-            if args["mode"] == "constant" and args["value"] not in (None, 0, 0.0):
-                raise Blocked("padding with a non-zero constant")
+        pad_value = entry_of(node).pad_value if entry_of(node) else None
+        if pad_value is not None and op_args(node).get(pad_value) not in (None, 0, 0.0):
+            raise Blocked("padding with a non-zero constant")
         args = map_arg(node.args, self)
         kwargs = map_arg(node.kwargs, self)
         with torch.no_grad():

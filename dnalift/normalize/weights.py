@@ -43,8 +43,9 @@ import torch
 import torch.nn as nn
 
 from dnalift.errors import DnaliftError
-from dnalift.normalize.layers import (LINEAR_OPS, Blocked, Evaluator, column_ids, data_arg, fetch_attr, first_layers,
-                                     input_node, is_conv, op_args, packet, set_arg)
+from dnalift.attribution.registry import Role
+from dnalift.normalize.layers import (Blocked, Evaluator, WeightLayout, column_ids, entry_of, fetch_attr, first_layers,
+                                     input_node, op_args, packet, set_arg, weights_of)
 from dnalift.models import layouts
 from dnalift.models.export import export_module, unlift
 from dnalift.models.loaded import LoadedModel
@@ -97,7 +98,7 @@ def normalize_first_layer(model: LoadedModel) -> LoadedModel:
     for index, (layer, plan) in enumerate(plans):
         erased += _apply(gm, layer, plan, index=index)
     done = [layer for layer, _ in plans]
-    reasons += [f"{_describe(node)}: not a convolution or linear layer" for node in blockers]
+    reasons += [f"{_describe(node)}: {_why_left(node)}" for node in blockers]
     if not done:
         why = "; ".join(reasons) if reasons else "the input is not used"
         raise DnaliftError(f"{where}: cannot normalise the first layer's weights: the one-hot input reaches no "
@@ -115,6 +116,13 @@ def normalize_first_layer(model: LoadedModel) -> LoadedModel:
     return dataclasses.replace(model, program=program, normalized=True)
 
 
+def _why_left(node) -> str:
+    rule = entry_of(node)
+    if rule is not None and rule.weights is None and rule.role in (Role.CONV, Role.DENSE):
+        return "a weighted layer whose weight layout normalisation does not handle (a transposed convolution)"
+    return "not a convolution or linear layer"
+
+
 # ----------------------------------------------------------------------------------------------------------
 # per-layer plan: which weights form one one-hot column, and the corrections
 
@@ -130,9 +138,9 @@ class _Plan:
 
 
 def _plan(gm, layer, ev: Evaluator) -> _Plan:
-    p = packet(layer)
-    conv = is_conv(layer)
-    data_name, weight_name = data_arg(layer)
+    spec = weights_of(layer)
+    conv, out_in = spec.layout is WeightLayout.CONV, spec.layout is WeightLayout.OUT_IN
+    data_name, weight_name = spec.data, spec.weight
     args = op_args(layer)
     u = ev(args[data_name])
     weight_node = args[weight_name]
@@ -165,7 +173,7 @@ def _plan(gm, layer, ev: Evaluator) -> _Plan:
     else:
         if weight.dim() != 2:
             raise Blocked(f"weight of shape {tuple(weight.shape)}")
-        w2 = (weight if p in LINEAR_OPS else weight.T).to(torch.float64)  # (out, features)
+        w2 = (weight if out_in else weight.T).to(torch.float64)  # (out, features)
         out_ch, taps = w2.shape
         if u.dim() < 2 or u.shape[-1] != taps:
             raise Blocked(f"input of shape {tuple(u.shape)}")
@@ -188,7 +196,7 @@ def _plan(gm, layer, ev: Evaluator) -> _Plan:
         else:
             correction = correction.permute(*range(1, correction.dim()), 0)  # (*leading, out)
     dtype = weight.dtype
-    if conv or p in LINEAR_OPS:
+    if conv or out_in:
         new_weight = w_bar.reshape(weight.shape).to(dtype)
         kind = "conv" if conv else "linear"
         bias_node = args.get("bias")
@@ -200,7 +208,7 @@ def _plan(gm, layer, ev: Evaluator) -> _Plan:
             return _Plan(kind, weight_name, new_weight, "bias", (base + correction).to(dtype), None)
         return _Plan(kind, weight_name, new_weight, None, None, correction.to(dtype))
     new_weight = w_bar.T.contiguous().to(dtype)          # back to (features, out)
-    alpha = args.get("alpha", 1) if p is aten.addmm else 1
+    alpha = args.get("alpha", 1)  # addmm's scale of mat1 @ mat2
     return _Plan("matmul", weight_name, new_weight, None, None, (correction * alpha).to(dtype))
 
 

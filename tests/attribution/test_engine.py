@@ -11,13 +11,9 @@ import torch.nn.functional as F
 
 from dnalift.attribution.engine import attribute, describe
 from dnalift.errors import ConservationWarning, TargetError, UnsupportedOpError
+from conftest import export
 
 F64 = torch.float64
-
-
-def export(module: nn.Module, example: torch.Tensor):
-    return torch.export.export(module.eval(), (example,),
-                               dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
 
 
 def one_hot(shape, seed=0):

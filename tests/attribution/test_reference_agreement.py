@@ -20,6 +20,7 @@ import torch.nn as nn
 import dnalift
 from conftest import random_one_hot
 from deeplift_reference import Conv, Dense, Elementwise, Pool, deeplift_pair, reference_deeplift
+from conftest import export
 
 F64 = torch.float64
 MODES = ("rescale", "revealcancel", "genomics")
@@ -28,12 +29,6 @@ AGREEMENT = 1e-9  # relative to the largest |value| of the reference's array
 CONSERVATION = 1e-10
 N_SEQUENCES, N_REFERENCES = 2, 3
 SEEDS = (0, 1, 2)
-
-
-def export(model: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
-    """The model exported with a dynamic batch dimension (the example is repeated so that batch is not 1)."""
-    batch = example[:1].repeat(2, *([1] * (example.dim() - 1)))
-    return torch.export.export(model.eval(), (batch,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
 
 
 def dnalift_scores(model, X, R, *, target, mode, max_rule, expect_leak=False):

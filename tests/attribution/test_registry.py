@@ -19,12 +19,9 @@ from dnalift.attribution.kinds.base import Kind
 from dnalift.attribution.kinds.bookkeeping import Refused
 from dnalift.attribution.kinds.nonlinear import Nonlinear
 from dnalift.errors import UnsupportedOpError
+from conftest import export
 
 F64 = torch.float64
-
-
-def export(model, example):
-    return torch.export.export(model.eval(), (example,), dynamic_shapes=({0: torch.export.Dim("b", min=1)},))
 
 
 def test_every_entry_has_both_passes():
@@ -176,3 +173,49 @@ def test_a_weighted_op_from_its_own_module_transposed_convolution(mode):
     (expected,) = torch.autograd.grad(y, t, g)
     torch.testing.assert_close(spec.transpose(step, args, weight)(g, t.shape), expected)
     assert isinstance(registry.REGISTRY["conv_transpose1d"].kind, linear.Weighted)
+
+
+def test_every_registered_op_has_a_complete_entry():
+    """Walk the registry: each entry's kind has both passes, and what normalisation, pooling and output
+    normalisation need is data in the entry, consistent with its kind."""
+    from dnalift.attribution.kinds.base import Kind
+    from dnalift.attribution.kinds.bookkeeping import Refused
+    from dnalift.attribution.kinds.composite import Composite
+    from dnalift.attribution.kinds.linear import Weighted
+    from dnalift.attribution.kinds.max import Max, Pooling
+    from dnalift.attribution.registry import REGISTRY, Role, WeightArgs
+
+    assert len(REGISTRY) > 150
+    for name, rule in REGISTRY.items():
+        assert rule.op == name and isinstance(rule.kind, Kind), name
+        assert type(rule.kind).difference is not Kind.difference or isinstance(rule.kind, Refused), name
+        assert isinstance(rule.role, Role), name
+        if isinstance(rule.kind, Max):
+            assert isinstance(rule.kind.pooling, Pooling), name
+            assert (rule.kind.pooling.spatial in (1, 2)) != rule.kind.pooling.reduction, name
+        if rule.weights is not None:
+            assert isinstance(rule.weights, WeightArgs) and isinstance(rule.kind, Weighted), name
+        if isinstance(rule.kind, Weighted) and rule.op not in ("bmm",):
+            # a weighted layer says where its weight is, or it is one whose layout normalisation leaves
+            assert rule.weights is not None or name.startswith("conv_transpose"), name
+        if rule.softmax_head:
+            assert isinstance(rule.kind, Composite) and "softmax" in rule.kind.label, name
+        if rule.value_args is not None or rule.pad_value is not None:
+            assert rule.moves_values, name
+    assert {n for n, r in REGISTRY.items() if r.softmax_head} == {"softmax", "_softmax", "log_softmax",
+                                                                  "_log_softmax"}
+
+
+def test_max_pooling_reads_its_windows_from_the_entry():
+    """A max op registered under a new name scores by its entry's Pooling, not by its name."""
+    import torch.nn.functional as F
+
+    from dnalift.attribution.kinds.max import Max, MaxWindows, Pooling, Window
+
+    t = torch.tensor([[[1.0, 3.0, 2.0, 0.0, 5.0, 4.0]]])
+    windows = MaxWindows(Pooling(Window.POOL, 1, returns_indices=False), (t, [2]), {})
+    values, index = windows.pool(t)
+    assert values.tolist() == F.max_pool1d(t, 2).tolist() and index.tolist() == [[1, 2, 4]]
+    reduction = MaxWindows(Pooling(Window.AMAX), (t, [2]), {})
+    assert reduction.pool(t)[0].tolist() == [[5.0]]
+    assert Max(Pooling(Window.MAX_DIM, returns_indices=True)).pooling.returns_indices

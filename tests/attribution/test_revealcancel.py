@@ -8,13 +8,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dnalift.attribution.engine import attribute
+from conftest import export
 
 F64 = torch.float64
-
-
-def export(module, example):
-    return torch.export.export(module.eval(), (example,),
-                               dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
 
 
 class MinNetwork(nn.Module):

@@ -15,14 +15,10 @@ import torch.nn.functional as F
 from conftest import frozen, random_one_hot
 from dnalift.attribution.engine import attribute
 from dnalift.errors import UnsupportedOpError
+from conftest import export
 
 F64 = torch.float64
 MODES = ("rescale", "revealcancel", "genomics")
-
-
-def export(model, example):
-    batch = torch.export.Dim("batch", min=1)
-    return torch.export.export(model.eval(), (example,), dynamic_shapes=({0: batch},))
 
 
 def assert_sums_to_delta(result, tolerance=1e-8):

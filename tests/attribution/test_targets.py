@@ -11,13 +11,9 @@ import torch.nn as nn
 from conftest import frozen, random_one_hot
 from dnalift.attribution.engine import attribute, outputs_of
 from dnalift.errors import ModelInputError, TargetError
+from conftest import export
 
 F64 = torch.float64
-
-
-def export(model, *examples):
-    batch = torch.export.Dim("batch", min=1)
-    return torch.export.export(model.eval(), tuple(examples), dynamic_shapes=tuple({0: batch} for _ in examples))
 
 
 class TwoHeads(nn.Module):

@@ -15,6 +15,7 @@ from dnalift.attribution.engine import attribute
 from dnalift.cli import cli
 from dnalift.encoding import one_hot_decode
 from test_rules_inside import AttentionBlock
+from conftest import export as _export
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -35,10 +36,6 @@ def _score_cli(tmp_path, program, X, *options):
     with h5py.File(out) as f:
         change = f["predictions"][:] - f["reference_predictions"][:]
         return f["deltas"][:], change, f["projected_shap/seq"][:]
-
-
-def _export(model, example):
-    return torch.export.export(model.eval(), (example,), dynamic_shapes=({0: torch.export.Dim("b", min=1)},))
 
 
 def test_enformer_pt2_from_the_command_line(tmp_path):

@@ -299,3 +299,29 @@ def test_no_normalisable_first_layer(net, match):
     with pytest.raises(DnaliftError, match=match) as err:
         normalize_first_layer(loaded)
     assert "--no-normalize" in str(err.value)
+
+
+@pytest.mark.parametrize("second_layer", [False, True])
+def test_a_first_transposed_convolution_is_left_with_the_reason(second_layer):
+    """ConvTranspose1d's weight is (in, out, k): normalisation leaves it and says so, never a raw error; a model
+    with another first layer beside it gets that one normalised with the same predictions."""
+    torch.manual_seed(0)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up = nn.ConvTranspose1d(4, 3, 3)
+            self.conv = nn.Conv1d(4, 3, 3, padding=2)
+
+        def forward(self, x):
+            y = self.up(x).relu().sum(dim=(1, 2))
+            return (y + self.conv(x).relu().sum(dim=(1, 2)))[:, None] if second_layer else y[:, None]
+
+    model = from_module(Net().eval(), input_shape=(4, 20))
+    if not second_layer:
+        with pytest.raises(DnaliftError, match="transposed convolution.*--no-normalize"):
+            normalize_first_layer(model)
+        return
+    normalized = normalize_first_layer(model)
+    x = one_hot(5, 20).to(torch.float32)
+    torch.testing.assert_close(normalized.program.module()(x), model.program.module()(x), rtol=1e-5, atol=1e-5)

@@ -41,6 +41,25 @@ def iter_nodes(arg):
             yield from iter_nodes(item)
 
 
+def value_meta(node: torch.fx.Node):
+    """The exported example value of a node (the first one for a node that returns several), or None."""
+    value = node.meta.get("val")
+    if isinstance(value, (tuple, list)):
+        value = value[0] if value else None
+    return value
+
+
+def batch_dim_of(node: torch.fx.Node) -> int | None:
+    """The dimension of a node's value that holds the batch (the first symbolic one), or None."""
+    shape = getattr(value_meta(node), "shape", None)
+    if shape is None:
+        return None
+    for dim, size in enumerate(shape):
+        if isinstance(size, torch.SymInt) and not str(size).isdigit():
+            return dim
+    return 0 if len(shape) else None
+
+
 @dataclasses.dataclass
 class RunContext:
     """What a rule may read while one batch runs.

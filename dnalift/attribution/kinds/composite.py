@@ -15,6 +15,10 @@ The decompositions (DESIGN.md, "inside the network"):
   ``y * weight + bias``; RMS norm: ``x * rsqrt(mean(x ** 2) + eps) * weight``; group norm: layer norm over each
   group of channels, then the per-channel affine.
 * scaled dot-product attention: ``softmax(Q K^T * scale + mask) V`` with the bilinear rule for both products.
+* p-norms over some dimensions (``torch.norm``, ``torch.linalg.vector_norm``, ``F.normalize``'s norm):
+  ``s = sum(x ** 2)`` (``sum(|x| ** p)``), then ``s ** (1 / p)`` with its exact secant multiplier
+  (``1 / (sqrt(s) + sqrt(s0))`` for p = 2), finite where ``s`` and ``s0`` are 0 (0 there: the norm does not
+  move). ``F.normalize``'s division is the quotient rule below.
 
 Positive and negative parts: a chain takes the whole difference of its inputs and gives a whole difference; where
 a RevealCancel unit downstream needs parts, the output's difference is split by the sign of its forward difference.
@@ -29,11 +33,12 @@ from typing import Callable
 
 import torch
 
-from dnalift.attribution.kinds.base import Kind, iter_nodes
+from dnalift.attribution.kinds.base import Kind, batch_dim_of, iter_nodes, value_meta
 from dnalift.attribution.kinds.nonlinear import RescaleFunction, rescale_multiplier
 from dnalift.attribution.kinds.product import BilinearFunction, ProductFunction, product_coefficients
 from dnalift.attribution.pairing import Pairing
 from dnalift.attribution.parts import total
+from dnalift.graph import op_name
 
 _SAME_ROWS = Pairing(0, 1)  # inside a chain the sequences' values have one row per reference row
 
@@ -97,6 +102,17 @@ class Chain:
         if not self.differences:
             return Value(x_out, BilinearFunction.apply(a.ref, b.ref, a_mid, b_mid, call))
         return Value(x_out, call(a.ref, b.ref), call(a.d, b_mid) + call(a_mid, b.d))
+
+    def exact(self, fn: Callable, v: Value, multiplier: Callable) -> Value:
+        """An elementwise step whose multiplier ``multiplier(x_in, ref_in, x_out, ref_out)`` is known in closed
+        form (finite everywhere), in place of Rescale's ``dy / dx`` with the derivative near ``dx = 0``."""
+        ref_in = v.ref.detach()
+        with torch.no_grad():
+            x_out, ref_out = fn(v.x), fn(ref_in)
+            m = multiplier(v.x, ref_in, x_out, ref_out)
+        if not self.differences:
+            return Value(x_out, ref_out + (v.ref - ref_in) * m)  # the value ref_out, the gradient m
+        return Value(x_out, ref_out, v.d * m)
 
 
 # ------------------------------------------------------------------------------------------------ chains
@@ -181,6 +197,74 @@ def attention_chain(ch: Chain, q: Value, k: Value, v: Value, attn_mask=None, dro
 def quotient_chain(ch: Chain, a: Value, b: Value) -> Value:
     """``a / b`` of two input-dependent tensors: ``a * (1 / b)``."""
     return ch.product(a, ch.nonlinear("reciprocal", torch.reciprocal, b))
+
+
+# --------------------------------------------------------------------------------------------- vector norms
+def _root_multiplier(p: float, eps: float) -> Callable:
+    """``(s^(1/p) - s0^(1/p)) / (s - s0)`` for sums ``s, s0 >= 0``; 0 where both are 0 (the norm does not move and
+    has no derivative there); for ``p = 2`` in the form ``1 / (sqrt s + sqrt s0)``, exact at every ``s``."""
+    def multiplier(x_in, ref_in, x_out, ref_out):
+        zero = torch.zeros((), dtype=ref_out.dtype, device=ref_out.device)
+        if p == 2:
+            total = x_out + ref_out
+            return torch.where(total > 0, 1 / torch.where(total > 0, total, 1), zero)
+        dx = x_in - ref_in
+        secant = (x_out - ref_out) / torch.where(dx != 0, dx, 1)
+        slope = torch.where(ref_in > 0, ref_in.clamp(min=torch.finfo(ref_in.dtype).tiny) ** (1 / p - 1) / p, zero)
+        use_secant = (dx.abs() >= eps) | ((ref_in == 0) & (dx != 0))
+        return torch.where(use_secant, secant, slope)
+    return multiplier
+
+
+def _order(ord) -> float | None:
+    """A vector norm's order as a number (``None`` and ``"fro"``: 2), or None for one without a rule."""
+    if ord is None or ord == "fro":
+        return 2.0
+    if isinstance(ord, (int, float)) and not isinstance(ord, bool) and math.isfinite(ord) and ord >= 1:
+        return float(ord)
+    return None
+
+
+def _dims(dim) -> tuple:
+    return (dim,) if isinstance(dim, int) else tuple(dim)
+
+
+def norm_chain(ch: Chain, x: Value, ord=2, dim=None, keepdim=False, *_, **__) -> Value:
+    """A p-norm over ``dim`` (``linalg_vector_norm``, ``linalg_norm``, ``norm``): ``|x|`` (``x ** 2`` for
+    p = 2) raised to ``p`` (Rescale), its sum (linear), then the root with its exact secant
+    (:func:`_root_multiplier`). A ``dtype`` is ignored: the engine keeps its own."""
+    p, dims = _order(ord), _dims(dim)
+    if p == 2:
+        powered = ch.nonlinear("square", torch.square, x)
+    else:
+        powered = ch.nonlinear("abs", torch.abs, x)
+        if p != 1:
+            powered = ch.nonlinear("pow", lambda t: t.pow(p), powered)
+    total = ch.linear(lambda t: t.sum(dims, keepdim=keepdim), powered)
+    if p == 1:
+        return total
+    root = torch.sqrt if p == 2 else (lambda t: t.pow(1 / p))
+    return ch.exact(root, total, _root_multiplier(p, ch.eps))
+
+
+def norm_options(node) -> str | None:
+    """A vector norm of order ``p >= 1`` (finite) over given dimensions that leave the batch alone."""
+    args, kwargs = node.args, node.kwargs
+    default = None if op_name(node.target) == "linalg_norm" else 2
+    ord = args[1] if len(args) > 1 else kwargs.get("ord", kwargs.get("p", default))
+    dim = args[2] if len(args) > 2 else kwargs.get("dim")
+    if _order(ord) is None:
+        largest = "; write the largest |x| as x.abs().amax(dim)" if ord in (math.inf, -math.inf) else ""
+        return f"a norm of order {ord!r} (rules exist for finite orders >= 1{largest})"
+    if dim is None or not _dims(dim):
+        return "a norm over every dimension, the batch's included (give dim)"
+    rank = len(getattr(value_meta(node.args[0]), "shape", ()))
+    batch = batch_dim_of(node.args[0])
+    if batch is not None and any(d % max(rank, 1) == batch for d in _dims(dim)):
+        return "a norm over the batch dimension (give the dims of one row)"
+    if op_name(node.target) == "linalg_norm" and len(_dims(dim)) == 2 and ord not in (None, "fro"):
+        return f"a matrix norm of order {ord!r} (only the Frobenius norm has a rule)"
+    return None
 
 
 # -------------------------------------------------------------------------------------------------- kind

@@ -47,16 +47,35 @@ class Structural(Linear):
     ----------
     pad_value_arg : int, optional
         Position of a padding-value argument, which is 0 for differences.
+    label : str, optional
+        The rule for ``dnalift info`` (default "linear (gradient)").
     """
 
-    def __init__(self, *, pad_value_arg: int | None = None):
+    def __init__(self, *, pad_value_arg: int | None = None, label: str | None = None):
         self.pad_value_arg = pad_value_arg
+        if label is not None:
+            self.label = label
 
     def difference(self, step, args, kwargs, deltas, ctx, ref_out):
         rest = list(args[1:])
         if self.pad_value_arg is not None and len(rest) >= self.pad_value_arg:
             rest[self.pad_value_arg - 1] = 0.0
         return map_parts(deltas[0], lambda t: step.fn(t, *rest, **kwargs))
+
+
+class ShapedLike(Structural):
+    """``expand_as(a, b)``, ``view_as``, ``reshape_as``: ``a`` moved to ``b``'s shape; ``b`` (only its shape is
+    read) may depend on the input."""
+
+    max_dependent = None
+
+    def check(self, node, dependent):
+        if any(_dependent(a, dependent) for a in list(node.args[2:]) + list(node.kwargs.values())):
+            return "an op whose other arguments depend on the input values"
+        return None
+
+    def difference(self, step, args, kwargs, deltas, ctx, ref_out):
+        return map_parts(deltas[0], lambda t: step.fn(t, args[1]))
 
 
 class Identity(Structural):

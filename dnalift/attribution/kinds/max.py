@@ -16,6 +16,7 @@ multipliers agree; like the rule itself this sums to delta only when the referen
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 
 import torch
@@ -26,9 +27,35 @@ from dnalift.attribution.pairing import Pairing
 from dnalift.attribution.parts import map_parts, tensor_sum
 
 
-def returns_indices(name: str) -> bool:
-    """Whether a max op returns ``(values, indices)`` rather than values alone."""
-    return name == "max" or name.endswith("with_indices") or name.startswith("adaptive_max")
+class Window(enum.Enum):
+    """How a max op groups its input into windows."""
+
+    POOL = "pool"          # max_pool{1,2}d: kernel_size, stride, padding, dilation, ceil_mode
+    ADAPTIVE = "adaptive"  # adaptive_max_pool{1,2}d: output_size
+    AMAX = "amax"          # amax(self, dim=[], keepdim=False): a reduction over dims
+    MAX_DIM = "max_dim"    # max.dim(self, dim, keepdim=False): a reduction over one dim, with indices
+
+
+@dataclasses.dataclass(frozen=True)
+class Pooling:
+    """What a max op is, as data in its registry entry (never read off the op's name).
+
+    Attributes
+    ----------
+    window : Window
+    spatial : int
+        Spatial dimensions of a pooling (1 or 2); 0 for the reductions.
+    returns_indices : bool
+        The op returns ``(values, indices)`` rather than values alone.
+    """
+
+    window: Window
+    spatial: int = 0
+    returns_indices: bool = False
+
+    @property
+    def reduction(self) -> bool:
+        return self.window in (Window.AMAX, Window.MAX_DIM)
 
 
 @dataclasses.dataclass
@@ -39,7 +66,7 @@ class MaxWindows:
     position of each window in S.
     """
 
-    name: str
+    pooling: Pooling
     args: tuple
     kwargs: dict
 
@@ -52,7 +79,7 @@ class MaxWindows:
         return values
 
     def _reduced_dims(self, t):
-        if self.name == "amax":
+        if self.pooling.window is Window.AMAX:
             dims = self.args[1] if len(self.args) > 1 else self.kwargs.get("dim", [])
             dims = [dims] if isinstance(dims, int) else list(dims)
             if not dims:
@@ -66,17 +93,16 @@ class MaxWindows:
 
     def flat(self, t: torch.Tensor) -> torch.Tensor:
         """The input as (P, S) where windows index S."""
-        if self.name in ("amax", "max"):
+        if self.pooling.reduction:
             dims = self._reduced_dims(t)
             kept = [d for d in range(t.dim()) if d not in dims]
             moved = t.permute(kept + dims)
             return moved.reshape(-1, math.prod(t.shape[d] for d in dims))
-        spatial = 2 if "2d" in self.name else 1
-        return t.reshape(-1, math.prod(t.shape[-spatial:]))
+        return t.reshape(-1, math.prod(t.shape[-self.pooling.spatial:]))
 
     def unflat(self, flat: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`flat` onto the shape of ``like``."""
-        if self.name in ("amax", "max"):
+        if self.pooling.reduction:
             dims = self._reduced_dims(like)
             kept = [d for d in range(like.dim()) if d not in dims]
             order = kept + dims
@@ -87,18 +113,19 @@ class MaxWindows:
 
     def pool(self, t: torch.Tensor):
         """Output values (op's output shape) and winning flat indices (P, K)."""
-        if self.name in ("amax", "max"):
+        if self.pooling.reduction:
             flat = self.flat(t)
             values, index = flat.max(dim=1, keepdim=True)
             dims = self._reduced_dims(t)
             out_shape = [1 if d in dims else s for d, s in enumerate(t.shape)] if self._keepdim() else \
                 [s for d, s in enumerate(t.shape) if d not in dims]
             return values.reshape(out_shape), index
-        if self.name.startswith("adaptive_max_pool"):
-            pool = F.adaptive_max_pool1d if "1d" in self.name else F.adaptive_max_pool2d
+        one_d = self.pooling.spatial == 1
+        if self.pooling.window is Window.ADAPTIVE:
+            pool = F.adaptive_max_pool1d if one_d else F.adaptive_max_pool2d
             values, index = pool(t, self.args[1], return_indices=True)
         else:
-            pool = F.max_pool1d if "1d" in self.name else F.max_pool2d
+            pool = F.max_pool1d if one_d else F.max_pool2d
             values, index = pool(t, return_indices=True, **self._pool_kwargs())
         return values, index.reshape(self.flat(t).shape[0], -1)
 
@@ -193,16 +220,25 @@ class MaxFunction(torch.autograd.Function):
 
 
 class Max(Kind):
-    """Max pooling (1-d, 2-d, adaptive) and max reductions (``amax``, ``max.dim``) over one input."""
+    """Max pooling (1-d, 2-d, adaptive) and max reductions (``amax``, ``max.dim``) over one input.
+
+    Parameters
+    ----------
+    pooling : Pooling
+        What the op is (its registry entry says it: one ``Max`` per op).
+    """
 
     name = "max"
     label = "max rule"
+
+    def __init__(self, pooling: Pooling):
+        self.pooling = pooling
 
     def check(self, node, dependent):
         reason = super().check(node, dependent)
         if reason:
             return "a max whose parameters depend on the input"
-        if node.target.overloadpacket.__name__ == "max" and node.target._overloadname != "dim":
+        if self.pooling.window is Window.MAX_DIM and node.target._overloadname != "dim":
             return "max over all elements or of two tensors (use max over a dimension or amax)"
         return None
 
@@ -214,14 +250,14 @@ class Max(Kind):
 
     def reference(self, step, args, kwargs, ctx):
         source = step.node.args[0]
-        windows = MaxWindows(step.name, args, kwargs)
+        windows = MaxWindows(self.pooling, args, kwargs)
         value = MaxFunction.apply(args[0], ctx.x_env[source.name], windows, ctx.pairing, ctx.dim(source),
                                   step.max_rule == "exact")
-        return (value, None) if returns_indices(step.name) else value
+        return (value, None) if self.pooling.returns_indices else value
 
     def difference(self, step, args, kwargs, deltas, ctx, ref_out):
         source = step.node.args[0]
-        windows = MaxWindows(step.name, args, kwargs)
+        windows = MaxWindows(self.pooling, args, kwargs)
         _, terms = max_rule_terms(windows, ctx.x_env[source.name], args[0], ctx.pairing, ctx.dim(source),
                                   exact=step.max_rule == "exact")
         out_shape = (ref_out[0] if isinstance(ref_out, (tuple, list)) else ref_out).shape
@@ -233,4 +269,4 @@ class Max(Kind):
         # With the gradient rule the parts (and the gradients) follow the input's argmax alone, as the values
         # do: exact when the reference is constant in each window, like the rule itself.
         out = map_parts(deltas[0], route)
-        return (out, None) if returns_indices(step.name) else out
+        return (out, None) if self.pooling.returns_indices else out
