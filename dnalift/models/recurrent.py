@@ -176,6 +176,11 @@ def unroll_recurrent(gm: torch.fx.GraphModule) -> int:
     """
     nodes = recurrent_nodes(gm.graph)
     for node in nodes:
+        dropout, train = node.args[5:7]  # (input, hx, params, has_biases, num_layers, dropout, train, ...)
+        if train and dropout:
+            log.warning("a recurrent layer was exported in training mode with dropout %g between its layers; "
+                        "dnalift scores it in evaluation mode, without dropout (call model.eval() before "
+                        "saving)", dropout)
         node.target = RECURRENT_OPS[node.target]
     if nodes:
         gm.recompile()

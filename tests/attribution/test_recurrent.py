@@ -168,7 +168,7 @@ def test_gates_get_the_product_rule_and_their_nonlinearities_the_mode(caplog):
     assert any("Rescale" in row["rule"] for row in rows if row["op"] == "aten.relu")           # fed by the conv
 
 
-@pytest.mark.parametrize("save", ["pt2", "program", "torchscript"])
+@pytest.mark.parametrize("save", [pytest.param("pt2", marks=SLOW), "program", "torchscript"])  # pt2: also the CLI test
 def test_recurrent_layers_from_every_format_sum_to_delta(save, tmp_path):
     from dnalift.models import load_model
 

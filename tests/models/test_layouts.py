@@ -65,7 +65,7 @@ def test_layout_helpers():
     assert layouts.data_layout((3, 9, 4), (4, 1, 9), "NC1L") is None
 
 
-@pytest.mark.parametrize("save", ["module", "pt2", "trace", "script"])
+@pytest.mark.parametrize("save", ["module", "pt2", "trace", pytest.param("script", marks=pytest.mark.slow)])
 def test_image_style_model_is_found_from_every_format(tmp_path, save):
     net = frozen(Image)
     if save == "module":
