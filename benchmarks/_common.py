@@ -165,13 +165,16 @@ class DnaliftModel:
 
 
 def dnalift_attribute(model, X, R, *, rule: str, device: torch.device, dtype=torch.float32,
-                      batch_size: int | None = None):
-    """``dnalift.attribute`` on target 0 with every other option at its default unless given here."""
+                      batch_size: int | None = None, target=0, precision: str | None = None):
+    """``dnalift.attribute`` on ``target`` (0) with every other option at its default unless given here
+    (``precision``, when given, sets the dtype)."""
     import dnalift
 
-    options = {"target": 0, "rule": rule, "device": device, "dtype": dtype}
+    options = {"target": target, "rule": rule, "device": device, "dtype": dtype}
     if batch_size is not None:
         options["batch_size"] = batch_size
+    if precision is not None:
+        options["precision"] = precision
     return dnalift.attribute(model, X, R, **options)
 
 

@@ -5,14 +5,19 @@ Three parts, each in its own ``try`` with its own time budget, so that one failu
 (a) **equality**: dnalift's scores (contributions and hypothetical contributions) on the device equal those on
     the CPU, for the paper CNN and the BPNet-like model, rules rescale, revealcancel and genomics: relative
     difference (largest absolute difference / largest absolute CPU score) at most 1e-9 in float64 and 1e-4 in
-    float32. Where float32 fails while cuDNN's TF32 is on, it is checked again with TF32 off, to tell the two
-    causes apart.
+    float32 (strict: dnalift turns TF32 off for float32, ``--precision tf32`` is part (d)'s). Where float32
+    fails, the CPU's own float32 error against float64 follows, to tell the rule's rounding from the device's.
 (b) **score**: ``dnalift score --device DEVICE`` on the demo data (data/demo/model.pt, data/demo/test.fa), its
     HDF5 checked and compared with the same command on the CPU.
 (c) **throughput**: sequence-reference pairs per second of dnalift (Rescale at a few batch sizes and with its
     automatic choice, RevealCancel at one) and of the floor (forward + input-gradient backward), with peak
     GPU memory (``torch.cuda.max_memory_allocated``), on the paper CNN and the BPNet-like model at lengths
     1,000 and 2,114.
+(d) **chrombpnet**: a ChromBPNet-sized model (512 filters, 8 dilated layers, 2,114 bp in, 1,000 out; counts and
+    profile scored in one pass) at the automatic batch size, in each precision (float32, tf32, bfloat16): pairs
+    per second, peak GPU memory, FLOP/s achieved against the card's peak, and the projected time of 300,000 peaks
+    x 20 shuffles on this card (``_chrombpnet.py``); ``--profile`` adds the torch profiler's table of kernels of
+    one float32 call (``$OUT/gpu_profile.txt``).
 
 Without a GPU, ``--device cpu`` runs the same code on the CPU: part (a) then compares the CPU's default batch
 size with batches of ``--check-batch`` pairs (batch-size invariance), part (b) runs the CLI twice on the CPU;
@@ -41,6 +46,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _chrombpnet  # noqa: E402
 import _common as common  # noqa: E402
 from _models import build  # noqa: E402
 
@@ -117,10 +123,9 @@ def check_equality(device: torch.device, *, tiny: bool = False, check_batch: int
 
 
 def compare_case(model, X, R, *, item, rule, dtype, device, check_batch, reference_device) -> list[dict]:
-    """Summary rows for one case. Where float32 fails, two diagnosis rows (status INFO) follow: the reference
+    """Summary rows for one case. Where float32 fails, a diagnosis row (status INFO) follows: the reference
     device's own float32 error against its float64 scores (when that is over the tolerance too, the rule's
-    float32 rounding is the cause, not the device) and, on CUDA with cuDNN's TF32 on, the case again with
-    TF32 off."""
+    float32 rounding is the cause, not the device)."""
     reference = common.dnalift_attribute(model, X, R, rule=rule, device=reference_device, dtype=dtype)
     ours = common.dnalift_attribute(model, X, R, rule=rule, device=device, dtype=dtype, batch_size=check_batch)
     rows = []
@@ -134,16 +139,6 @@ def compare_case(model, X, R, *, item, rule, dtype, device, check_batch, referen
     value = relative_difference(reference.contributions, exact.contributions)
     rows.append(info_row(f"{item}: {reference_device} float32 against {reference_device} float64", value,
                          "diagnosis: over the limit too means float32 rounding in the rule, not the device"))
-    if device.type == "cuda" and torch.backends.cudnn.allow_tf32:
-        torch.backends.cudnn.allow_tf32 = False
-        try:
-            again = common.dnalift_attribute(model, X, R, rule=rule, device=device, dtype=dtype,
-                                             batch_size=check_batch)
-        finally:
-            torch.backends.cudnn.allow_tf32 = True
-        value = relative_difference(again.contributions, reference.contributions)
-        rows.append(info_row(f"{item} contributions, cuDNN TF32 off", value,
-                             "diagnosis: under the limit here means TF32 convolutions cause the failure"))
     return rows
 
 
@@ -335,11 +330,15 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default=None, help="device under test (default: cuda)")
     parser.add_argument("--tiny", action="store_true", help="tiny sizes: exercise the script in seconds")
-    parser.add_argument("--parts", default="abc", help="which parts to run (default abc)")
+    parser.add_argument("--parts", default="abcd", help="which parts to run (default abcd)")
     parser.add_argument("--check-batch", type=int, help="batch size (pairs) of the runs under test in part (a) "
                         "(default: dnalift's own on CUDA, 3 on the CPU)")
-    parser.add_argument("--budget", type=float, nargs=3, default=(90.0, 60.0, 110.0), metavar=("A", "B", "C"),
-                        help="seconds allowed to each part (default 90 60 110)")
+    parser.add_argument("--budget", type=float, nargs=4, default=(90.0, 60.0, 110.0, 200.0),
+                        metavar=("A", "B", "C", "D"), help="seconds allowed to each part (default 90 60 110 200)")
+    parser.add_argument("--precisions", nargs="+", default=None,
+                        help="precisions of part (d) (default: float32 tf32 bfloat16 on CUDA, float32 bfloat16 on "
+                             "the CPU)")
+    parser.add_argument("--profile", action="store_true", help="part (d): the profiler's table of kernels")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats in part (c) (default 3)")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -357,7 +356,9 @@ def main(argv=None) -> int:
         return 1
     header = header_of(device, args)
     check_batch = args.check_batch or (3 if device.type == "cpu" else None)
-    budget_a, budget_b, budget_c = args.budget
+    budget_a, budget_b, budget_c, budget_d = args.budget
+    precisions = args.precisions or (("float32", "tf32", "bfloat16") if device.type == "cuda"
+                                     else ("float32", "bfloat16"))
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="dnalift-gpu-check-") as workdir:
         if "a" in args.parts:
@@ -369,6 +370,10 @@ def main(argv=None) -> int:
         if "c" in args.parts:
             run_part("c throughput", lambda: throughput(device, tiny=args.tiny, repeats=args.repeats,
                                                         deadline=time.monotonic() + budget_c), rows, header)
+        if "d" in args.parts:
+            run_part("d chrombpnet", lambda: _chrombpnet.run(device, tiny=args.tiny, precisions=precisions,
+                                                             repeats=args.repeats, profile=args.profile,
+                                                             deadline=time.monotonic() + budget_d), rows, header)
     print(summary(rows, header))
     return 1 if any(row["status"] == "FAIL" for row in rows) or not rows else 0
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The GPU check of issue 10 (under 5 minutes): CUDA scores equal CPU scores, `dnalift score --device cuda` on
-# the demo data, and throughput with peak GPU memory. See benchmarks/gpu_check.py for the parts.
+# The GPU check of issues 10 and 23 (under 10 minutes): CUDA scores equal CPU scores, `dnalift score --device cuda` on
+# the demo data, throughput with peak GPU memory, and a ChromBPNet-sized model's pairs/s, FLOP/s against the card's
+# peak and projected genome-wide time per precision. See benchmarks/gpu_check.py for the parts.
 #
 #   bash benchmarks/gpu_check.sh                      # on a machine with torch + CUDA, from a fresh checkout
 #   bash benchmarks/gpu_check.sh --device cpu --tiny  # exercise the script here, without a GPU
@@ -22,7 +23,7 @@ if compgen -G ".whl/*.whl" >/dev/null; then
         && export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-limit=${GPU_CHECK_SECONDS:-290}
+limit=${GPU_CHECK_SECONDS:-570}
 if command -v timeout >/dev/null; then
     exec timeout -k 10 "$limit" "$PYTHON" benchmarks/gpu_check.py "$@"
 fi

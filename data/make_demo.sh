@@ -17,5 +17,10 @@ WORK=${WORK:-build/demo_sim}
 
 "$BIN/python" data/simulate.py --n "$N" --seed "$SEED" --out "$WORK"
 "$BIN/python" data/train.py --sim "$WORK" --out data/demo --seed "$SEED" --threads 2 --n-demo 300
+# a second "fold" for the workflow's fold averaging: the same data, another training seed; only its TorchScript
+# file and metrics are kept
+"$BIN/python" data/train.py --sim "$WORK" --out "$WORK/fold2" --seed $((SEED + 1)) --threads 2 --n-demo 300
+mkdir -p data/demo/fold2
+cp "$WORK/fold2/model.pt" "$WORK/fold2/metrics.json" data/demo/fold2/
 du -ch data/demo/* | tail -n 1
 echo "demo data and model written to data/demo/ (full simulated set: $WORK/)"

@@ -24,6 +24,7 @@ __all__ = [
     "UnsupportedOp",
     "SequenceError",
     "RegionError",
+    "VariantError",
     "ReferenceInputError",
     "TargetError",
     "StoreError",
@@ -33,10 +34,12 @@ __all__ = [
     "IncompleteResultError",
     "ResumeMismatchError",
     "ShardMismatchError",
+    "FoldMismatchError",
     "NameNotFoundError",
     "OutputInUseError",
     "OutputWriteError",
     "DiskFullError",
+    "DeviceWorkerError",
     "ConservationWarning",
 ]
 
@@ -124,6 +127,10 @@ class RegionError(DnaliftError, ValueError):
     """A BED/narrowPeak region cannot be used (bad line, unknown chromosome, off the chromosome...)."""
 
 
+class VariantError(RegionError):
+    """A VCF/TSV of variants cannot be read, or a variant cannot be scored (``off_genome="error"``)."""
+
+
 class ReferenceInputError(DnaliftError, ValueError):
     """References cannot be built or do not match the sequences."""
 
@@ -169,6 +176,11 @@ class ShardMismatchError(StoreError):
     two files) and the two values where an attribute differs."""
 
 
+class FoldMismatchError(StoreError):
+    """Files given to average are not the folds of one scoring (other sequences, windows, target, references or
+    options, or one model twice). ``details`` has ``key``, ``first`` and ``other`` (the two files)."""
+
+
 class NameNotFoundError(StoreError, LookupError):
     """No sequence of that name in a result file. ``details`` has ``path``, ``name`` and ``close`` (close
     matches)."""
@@ -189,6 +201,10 @@ class OutputWriteError(DnaliftError, OSError):
 class DiskFullError(OutputWriteError):
     """The output's file system has no room for the next chunk (checked before writing it, so the partial file
     stays valid), or a write failed with ENOSPC/EDQUOT. ``details`` adds ``free`` and ``needed`` (bytes)."""
+
+
+class DeviceWorkerError(DnaliftError, RuntimeError):
+    """A worker of a run on several devices died or failed (not on bad data); the parts are kept for resume."""
 
 
 class ConservationWarning(UserWarning):

@@ -12,7 +12,7 @@ import enum
 import re
 
 __all__ = ["Choice", "Mode", "MaxRule", "Precision", "NPolicy", "Center", "ReferenceMethod", "Layout",
-           "ControlInputs", "OffGenome", "parse_choice", "parse_shard"]
+           "ControlInputs", "OffGenome", "PairReferences", "parse_choice", "parse_shard"]
 
 
 class Choice(str, enum.Enum):
@@ -73,10 +73,19 @@ class MaxRule(Choice):
 
 
 class Precision(Choice):
-    """The floating-point type the engine computes in."""
+    """The arithmetic the engine computes in (:mod:`dnalift.attribution.precision`).
+
+    ``float32`` (the default) and ``float64`` are strict: on CUDA, TF32 is turned off for matrix products and
+    convolutions. ``tf32`` (CUDA only) lets tensor cores round the operands of matrix products and convolutions
+    to TF32 (10-bit mantissa, float32 sums); ``bfloat16`` runs them in bfloat16 (autocast; float32 sums), every
+    other op, and so every nonlinearity's multiplier, in float32. Both are faster on GPUs and less exact:
+    benchmarks/README.md gives their summation-to-delta and their difference from float32 scores.
+    """
 
     FLOAT32 = "float32"
     FLOAT64 = "float64"
+    TF32 = "tf32"
+    BFLOAT16 = "bfloat16"
 
 
 class NPolicy(Choice):
@@ -123,10 +132,19 @@ class ControlInputs(Choice):
 
 class OffGenome(Choice):
     """A BED region whose window is not on the genome (it runs off its chromosome, or its chromosome is not in
-    the genome FASTA): leave it out (counted, with a warning) or stop."""
+    the genome FASTA): leave it out (counted, with a warning) or stop. For variants, also a REF that is not the
+    genome's bases."""
 
     SKIP = "skip"
     ERROR = "error"
+
+
+class PairReferences(Choice):
+    """The references of a variant's two rows (:mod:`dnalift.references.pairs`): both those of the reference
+    allele's row, or each row its own."""
+
+    SHARED = "shared"
+    OWN = "own"
 
 
 def _option_error(message: str, argument: str, **details):
@@ -153,3 +171,13 @@ def parse_shard(spec) -> tuple[int, int]:
         raise _option_error(f"shard={spec!r}: i must be between 1 and n (1-of-{k} ... {k}-of-{k})", "shard",
                             value=spec)
     return i, n
+
+
+class StandardTarget(Choice):
+    """The standard targets of a profile model (BPNet, ChromBPNet; :mod:`dnalift.attribution.targets`): the count
+    head; the profile logits weighted by their softmax as bpnet-lite and chrombpnet explain them (each row its
+    own softmax, the product a Rescale nonlinearity); or the same with the sequence's softmax held constant."""
+
+    COUNTS = "counts"
+    PROFILE = "profile"
+    PROFILE_FIXED = "profile-fixed"

@@ -23,7 +23,7 @@ import numpy as np
 
 from dnalift.errors import DnaliftError, StoreError
 
-__all__ = ["BASE_COLORS", "plot_logo", "plot_result"]
+__all__ = ["BASE_COLORS", "plot_logo", "plot_result", "plot_variant"]
 
 #: letter colours (A green, C blue, G orange, T red), as RGB
 BASE_COLORS = {"A": (0.0, 0.5, 0.0), "C": (0.0, 0.0, 1.0), "G": (1.0, 0.65, 0.0), "T": (1.0, 0.0, 0.0)}
@@ -172,4 +172,57 @@ def plot_result(reader, index, *, start: int | None = None, end: int | None = No
         chrom, r_start, r_end, strand = region
         label += f"; window {chrom}:{r_start}-{r_end} {strand} (0-based, end exclusive)"
     axes[-1].set_xlabel(label)
+    return fig
+
+def plot_variant(reader, variant_id: str, *, flank: int = 20, start: int | None = None, end: int | None = None):
+    """A Figure with the contribution logos of both alleles of one variant, one above the other.
+
+    Parameters
+    ----------
+    reader : ResultReader
+        Of a file written by ``dnalift variants``.
+    variant_id : str
+        The variant (its ``variant_ids`` entry).
+    flank : int
+        Positions drawn on each side of the longer allele (when ``start``/``end`` are not given).
+    start, end : int, optional
+        Window positions ``[start, end)`` to draw instead.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Two panels sharing one y-range: the reference allele's row above, the alternative's below, each titled
+        with its allele and prediction; the allele's columns shaded in each. x is the 0-based position in the
+        window (the allele starts at ``offset``, ``L // 2``).
+    """
+    Figure = _matplotlib()
+    ref_row = reader.variant_row(variant_id)
+    v = reader.variants_of(slice(ref_row, ref_row + 2))
+    offset = int(v["offset"][0])
+    spans = (len(v["ref"][0]), len(v["alt"][0]))
+    if start is None and end is None:
+        s = max(0, offset - int(flank))
+        e = min(reader.length, offset + max(spans + (1,)) + int(flank))
+    else:
+        s, e = _window(reader.length, start, end, None, np.zeros(reader.length))
+    projected = reader.projected(slice(ref_row, ref_row + 2))[:, :, s:e]
+    pred = reader.predictions(slice(ref_row, ref_row + 2))
+    fig = Figure(figsize=(_width(e - s), 4.6), layout="constrained")
+    axes = fig.subplots(2, 1, sharex=True, sharey=True)
+    pos = int(v["pos"][0]) + 1
+    for k, ax in enumerate(axes):
+        allele = (v["ref"][0], v["alt"][0])[k] or "-"
+        plot_logo(projected[k], ax=ax, start=s,
+                  title=f"{('reference', 'alternative')[k]} allele {allele} — prediction {float(pred[k]):.4g}")
+        if spans[k]:
+            ax.axvspan(offset - 0.5, offset + spans[k] - 0.5, color="0.85", zorder=-1)
+        else:  # an empty allele: a line where the other allele's bases would start
+            ax.axvline(offset - 0.5, color="0.5", linestyle="--", zorder=-1)
+        ax.set_ylabel("contribution")
+    low = float(min(np.minimum(projected, 0).sum(axis=1).min(), 0.0))
+    high = float(max(np.maximum(projected, 0).sum(axis=1).max(), 0.0))
+    axes[0].set_ylim((low, high) if high > low else (-1.0, 1.0))
+    fig.suptitle(f"{variant_id} ({v['chrom'][0]}:{pos} {v['ref'][0] or '-'}>{v['alt'][0] or '-'}): "
+                 f"change of prediction {float(pred[1] - pred[0]):+.4g}")
+    axes[-1].set_xlabel(f"position in the window (0-based; the allele starts at {offset}, shaded)")
     return fig

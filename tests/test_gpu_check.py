@@ -55,3 +55,38 @@ def test_summary_counts_passes_and_failures():
     assert text.startswith("header")
     assert text.rstrip().endswith("1 passed, 1 failed")
     assert "time budget spent" in text
+
+
+def test_chrombpnet_sized_model_has_chrombpnet_shape_and_counted_flops():
+    import _chrombpnet
+    from _models import ChromBPNetLike, build
+
+    assert ChromBPNetLike.input_length(1000, 8) == 2114  # chrombpnet: 2,114 bp in, 1,000 out
+    module, length = build("chrombpnet", filters=16, layers=3, out_length=40)
+    assert length == 40 + 20 + 2 * (2 + 4 + 8) + 74
+    with torch.no_grad():
+        profile, counts = module(torch.zeros(2, 4, length))
+    assert profile.shape == (2, 1, 40) and counts.shape == (2, 1)
+    # by hand: stem 4->16 width 21; layers 16->16 width 3 over shrinking lengths; profile 16->1 width 75; counts
+    lengths = [length - 20 - sum(2 * 2 ** i for i in range(1, k + 1)) for k in range(1, 4)]
+    by_hand = 2 * (4 * 21 * 16 * (length - 20) + sum(16 * 3 * 16 * n for n in lengths) + 16 * 75 * 40 + 16)
+    assert _chrombpnet.forward_flops(module, length) == by_hand
+    assert _chrombpnet.pair_flops(10.0, n_targets=2, n_refs=20) == pytest.approx(30.5)
+
+
+def test_card_peaks_by_name():
+    import _chrombpnet
+
+    assert _chrombpnet.card_peak("NVIDIA H100 80GB HBM3", "bfloat16") == 989.4e12
+    assert _chrombpnet.card_peak("NVIDIA H100 PCIe", "tf32") == 378e12
+    assert _chrombpnet.card_peak("NVIDIA H200", "float32") == 66.9e12
+    assert _chrombpnet.card_peak("Tesla T4", "float32") is None
+
+
+def test_chrombpnet_part_runs_tiny_on_the_cpu():
+    import _chrombpnet
+
+    rows = _chrombpnet.run(torch.device("cpu"), tiny=True, precisions=("float32", "bfloat16"), repeats=1,
+                           deadline=math.inf)
+    assert [row["status"] for row in rows] == ["", ""], rows
+    assert all(row["figure"].endswith("pairs/s") and "300,000 peaks x 20 shuffles" in row["detail"] for row in rows)

@@ -9,8 +9,8 @@ import torch
 from dnalift.attribution.plan import Plan, value_meta
 from dnalift.errors import ModelInputError
 
-__all__ = ["resolve_device", "auto_batch_size", "batches", "CPU_BUDGET", "CPU_MIN_ROWS", "CPU_MAX_ROWS",
-           "CPU_MEMORY", "CUDA_MAX_ROWS"]
+__all__ = ["resolve_device", "describe_device", "auto_batch_size", "batches", "CPU_BUDGET", "CPU_MIN_ROWS",
+           "CPU_MAX_ROWS", "CPU_MEMORY", "CUDA_MAX_ROWS"]
 
 
 def resolve_device(device) -> torch.device:
@@ -22,6 +22,38 @@ def resolve_device(device) -> torch.device:
         raise ModelInputError("device cuda was asked for but PyTorch sees no CUDA device here; use device cpu",
                               argument="device", value=str(device))
     return device
+
+
+def describe_device(device: torch.device) -> str:
+    """What a run's log says of its device: its name and memory (``cuda:0 (NVIDIA H100 80GB HBM3, 79.1 GiB, 78.5
+    GiB free)``, ``cpu (AMD EPYC 7B13, 2 threads, 23.4 GiB)``)."""
+    gib = 2 ** 30
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        free, total = torch.cuda.mem_get_info(index)
+        return (f"cuda:{index} ({torch.cuda.get_device_name(index)}, {total / gib:.1f} GiB, {free / gib:.1f} GiB "
+                f"free)")
+    memory = ""
+    try:
+        import os
+
+        memory = f", {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / gib:.1f} GiB"
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows)
+        pass
+    return f"{device.type} ({_cpu_name()}, {torch.get_num_threads()} threads{memory})"
+
+
+def _cpu_name() -> str:
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "CPU"
 
 
 #: CPU: a batch whose activations fit about the size of a last-level cache runs fastest (past it, elementwise

@@ -30,6 +30,7 @@ from dnalift.attribution import hypothetical as hyp
 from dnalift.attribution.batching import auto_batch_size, batches, resolve_device
 from dnalift.attribution.pairing import Pairing
 from dnalift.attribution.plan import Plan, compile_plan, describe as describe_plan, program_outputs
+from dnalift.attribution.precision import arithmetic, dtype_of, lower_dtype
 from dnalift.attribution.runner import Runner
 from dnalift.attribution.targets import Target, output_table, resolve_targets
 from dnalift.models import layouts
@@ -112,6 +113,20 @@ def plan_for(program, *, mode: str = "rescale", max_rule: str = "exact", allow_g
     return plans[key]
 
 
+def batch_size_of(model, example_shape: tuple, *, rule: str = "rescale", max_rule: str = "exact",
+                  allow_gradient: Sequence[str] = (), device="auto", dtype: torch.dtype = torch.float32) -> int:
+    """The batch size (sequence-reference pairs) :func:`attribute` chooses for ``model`` with no ``batch_size``.
+
+    Parameters
+    ----------
+    example_shape : tuple
+        The shape of one input row, ``(4, length)`` (an nn.Module is exported with it).
+    """
+    program, _, _ = program_of(model, tuple(example_shape))
+    plan = plan_for(program, mode=rule, max_rule=max_rule, allow_gradient=allow_gradient)
+    return auto_batch_size(plan, device=resolve_device(device), dtype=dtype)
+
+
 def describe(model, *, rule: str = "rescale", max_rule: str = "exact", allow_gradient=()) -> list[dict]:
     """Each input-dependent op of the model with the rule it gets (for ``dnalift info``).
 
@@ -139,11 +154,27 @@ def targets_of(model, specs, *, where: str | None = None) -> list[Target]:
 
 # ---------------------------------------------------------------------------------------------- inputs
 def _as_tensor(value, name: str, dtype) -> torch.Tensor:
+    """A tensor of ``value``; one-hot bytes (int8, uint8, bool) stay bytes until a batch is on the device (a
+    quarter of float32's transfer), other values take ``dtype`` here."""
     if isinstance(value, np.ndarray):
         value = torch.from_numpy(np.ascontiguousarray(value))
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a numpy array or a torch tensor, not {type(value).__name__}")
+    if value.dtype in (torch.int8, torch.uint8, torch.bool):
+        return value.detach()
     return value.detach().to(dtype)
+
+
+def _on_device(value: torch.Tensor, device: torch.device, dtype) -> torch.Tensor:
+    """A batch on the device in ``dtype`` (copied without waiting when ``value`` is in pinned memory)."""
+    return value.to(device, non_blocking=True).to(dtype)
+
+
+def _pinned(value: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``value`` in page-locked memory when it goes to a GPU (its batches are then copied beside the compute)."""
+    if device.type != "cuda" or value.device.type != "cpu" or not value.is_contiguous():
+        return value
+    return value.pin_memory()
 
 
 def _check_inputs(X, R, dtype):
@@ -168,7 +199,7 @@ def attribute(model, X, references, *, target=0, rule: str = "rescale", max_rule
               batch_size: int | None = None, device="auto", dtype: torch.dtype = torch.float32,
               allow_gradient: Sequence[str] = (), control_inputs: str = "zeros",
               delta_tolerance: float | None = None, names: Sequence[str] | None = None,
-              progress: Callable[[int], None] | None = None) -> Attribution:
+              progress: Callable[[int], None] | None = None, precision: str | None = None) -> Attribution:
     """DeepLIFT contribution scores of a model's target for each sequence, averaged over references.
 
     Parameters
@@ -184,8 +215,8 @@ def attribute(model, X, references, *, target=0, rule: str = "rescale", max_rule
         References per sequence, or one set shared by all sequences, in the layout of ``X``.
     target : int, str, callable, Target, or a list of them
         What to explain (:mod:`dnalift.attribution.targets`): an output index, an output name or
-        ``NAME:INDEX``, ``"counts"``, ``"profile"``, or a function of the output that is linear in it. A list
-        scores several targets in one pass and adds a target axis after n to every result.
+        ``NAME:INDEX``, ``"counts"``, ``"profile"``, ``"profile-fixed"``, or a function of the output that is
+        linear in it. A list scores several targets in one pass and adds a target axis after n to every result.
     rule : {"rescale", "revealcancel", "genomics"}
         Rule for elementwise nonlinearities (see :mod:`dnalift.attribution.modes`).
     max_rule : {"exact", "gradient"}
@@ -195,6 +226,10 @@ def attribute(model, X, references, *, target=0, rule: str = "rescale", max_rule
         a batch whose activations fit the cache, on a GPU a quarter of its free memory).
     device : {"auto", "cpu", "cuda", "cuda:i"} or torch.device
     dtype : torch.float32 or torch.float64
+    precision : {"float32", "float64", "tf32", "bfloat16"}, optional
+        The arithmetic (:mod:`dnalift.attribution.precision`); given, it sets ``dtype`` (float64 for ``float64``,
+        else float32). ``float32`` and ``float64`` turn TF32 off on CUDA while the call runs; ``tf32`` is refused
+        on the CPU.
     allow_gradient : sequence of str
         ATen op names without a DeepLIFT rule to let through with gradients.
     control_inputs : {"zeros", "refuse"}
@@ -202,7 +237,8 @@ def attribute(model, X, references, *, target=0, rule: str = "rescale", max_rule
         error.
     delta_tolerance : float, optional
         Warn (:class:`ConservationWarning`) for sequences whose ``|delta|`` exceeds this times
-        ``max(1, |prediction - reference prediction|)``; default 1e-3 for float32, 1e-8 for float64.
+        ``max(1, |prediction - reference prediction|)``; default 1e-3 for float32, 1e-8 for float64, 1e-2 for
+        tf32, 5e-2 for bfloat16 (:data:`DELTA_TOLERANCE`).
     names : sequence of str, optional
         Names of the n sequences, used in that warning (else their indices).
     progress : callable, optional
@@ -213,6 +249,8 @@ def attribute(model, X, references, *, target=0, rule: str = "rescale", max_rule
     Attribution
         CPU tensors of ``dtype``.
     """
+    if precision is not None:
+        dtype = dtype_of(precision)
     rule = Mode.parse(rule, argument="rule").value
     max_rule = MaxRule.parse(max_rule, argument="max_rule").value
     control_inputs = ControlInputs.parse(control_inputs, argument="control_inputs")
@@ -228,21 +266,24 @@ def attribute(model, X, references, *, target=0, rule: str = "rescale", max_rule
                               f"({', '.join(c[0] for c in plan.control_inputs)}); give control_inputs='zeros' to "
                               "score it with all-zero control tracks", argument="control_inputs")
     device = resolve_device(device)
-    runner = Runner(plan, device=device, dtype=dtype)
+    precision = precision or ("float64" if dtype == torch.float64 else "float32")
+    runner = Runner(plan, device=device, dtype=dtype, lower=lower_dtype(precision))
     rows = batch_size or auto_batch_size(plan, device=device, dtype=dtype)
     targets, single = _targets(plan, target, unit_names, getattr(model, "name", "the model"))
-    sums = _Sums(n, len(targets), X, layout, dtype)
-    for seqs, ref_slice in batches(n, r, rows):
-        inputs = X[seqs].to(device)
-        refs = R[seqs, ref_slice].to(device)
-        pairing = Pairing(refs.shape[0], refs.shape[1])
-        flat_refs = refs.reshape((pairing.n * pairing.r,) + tuple(refs.shape[2:]))
-        multipliers, on_inputs, on_refs = runner.run(inputs, flat_refs, pairing, targets)
-        sums.add(seqs, refs, inputs, multipliers, on_inputs, on_refs, pairing)
-        if ref_slice.stop == r and progress is not None:
-            progress(seqs.stop)
+    sums = _Sums(n, len(targets), X, layout, dtype, device)
+    X, R = _pinned(X, device), _pinned(R, device)
+    with arithmetic(precision, device):
+        for seqs, ref_slice in batches(n, r, rows):
+            inputs = _on_device(X[seqs], device, dtype)
+            refs = _on_device(R[seqs, ref_slice], device, dtype)
+            pairing = Pairing(refs.shape[0], refs.shape[1])
+            flat_refs = refs.reshape((pairing.n * pairing.r,) + tuple(refs.shape[2:]))
+            multipliers, on_inputs, on_refs = runner.run(inputs, flat_refs, pairing, targets)
+            sums.add(seqs, refs, inputs, multipliers, on_inputs, on_refs, pairing)
+            if ref_slice.stop == r and progress is not None:
+                progress(seqs.stop)
     result = sums.result(r, layout if converted else None, rule, max_rule, [t.label for t in targets])
-    _warn_deltas(result.deltas, result.predictions - result.reference_predictions, dtype, delta_tolerance,
+    _warn_deltas(result.deltas, result.predictions - result.reference_predictions, precision, delta_tolerance,
                  names=names, max_rule=max_rule, let_through=gradient_ops(plan))
     return _single(result) if single else result
 
@@ -272,27 +313,39 @@ def _targets(plan, target, unit_names, where):
     return resolve_targets(plan.outputs, target, unit_names=unit_names, where=where), single
 
 
-class _Sums:
-    """Running sums over references of one call's results."""
+#: most bytes of running sums kept on a GPU (beyond it they are added on the host, batch by batch)
+DEVICE_SUMS = 2 << 30
 
-    def __init__(self, n, n_targets, X, layout, dtype):
-        self.contributions = torch.zeros((n, n_targets) + tuple(X.shape[1:]), dtype=dtype)
+
+class _Sums:
+    """Running sums over references of one call's results: on the device (copied to the host once, at the end,
+    instead of a synchronising copy per target per batch) unless they would take more than :data:`DEVICE_SUMS`."""
+
+    def __init__(self, n, n_targets, X, layout, dtype, device):
+        size = n * n_targets * X[:1].numel() * torch.tensor([], dtype=dtype).element_size() * 2
+        self.device = device if size <= DEVICE_SUMS else torch.device("cpu")
+        self.contributions = torch.zeros((n, n_targets) + tuple(X.shape[1:]), dtype=dtype, device=self.device)
         self.channel = layouts.channel_axis(layout)
         one_hot_axis = X.dim() >= 3 and X.shape[self.channel] == 4
         self.hypotheticals = torch.zeros_like(self.contributions) if one_hot_axis else None
-        self.predictions = torch.zeros((n, n_targets), dtype=dtype)
-        self.reference_sums = torch.zeros((n, n_targets), dtype=dtype)
+        self.predictions = torch.zeros((n, n_targets), dtype=dtype, device=self.device)
+        self.reference_sums = torch.zeros((n, n_targets), dtype=dtype, device=self.device)
 
     def add(self, seqs, refs, inputs, multipliers, on_inputs, on_refs, pairing):
+        here = self.device
         for t, m in enumerate(multipliers):
             m = m.reshape(refs.shape)
-            self.contributions[seqs, t] += hyp.contribution_sum(m, inputs, refs).cpu()
+            self.contributions[seqs, t] += hyp.contribution_sum(m, inputs, refs).to(here)
             if self.hypotheticals is not None:
-                self.hypotheticals[seqs, t] += hyp.hypothetical_sum(m, refs, channel_axis=self.channel).cpu()
-            self.predictions[seqs, t] = on_inputs[t].detach().cpu()
-            self.reference_sums[seqs, t] += on_refs[t].detach().reshape(pairing.n, pairing.r).sum(1).cpu()
+                self.hypotheticals[seqs, t] += hyp.hypothetical_sum(m, refs, channel_axis=self.channel).to(here)
+            self.predictions[seqs, t] = on_inputs[t].detach().to(here)
+            self.reference_sums[seqs, t] += on_refs[t].detach().reshape(pairing.n, pairing.r).sum(1).to(here)
 
     def result(self, r, layout, rule, max_rule, labels) -> Attribution:
+        if self.device.type != "cpu":  # the one copy to the host
+            for name in ("contributions", "hypotheticals", "predictions", "reference_sums"):
+                value = getattr(self, name)
+                setattr(self, name, value.cpu() if value is not None else None)
         contributions = self.contributions / r
         hypotheticals = self.hypotheticals / r if self.hypotheticals is not None else None
         reference_predictions = self.reference_sums / r
@@ -334,11 +387,18 @@ def _conservation_hint(max_rule: str, let_through) -> str:
     return ". ".join(hints)
 
 
-def _warn_deltas(deltas, change, dtype, tolerance, *, names=None, max_rule="exact", let_through=()):
+#: the default relative tolerance of summation-to-delta per precision (benchmarks/README.md: the lower ones)
+DELTA_TOLERANCE = {"float64": 1e-8, "float32": 1e-3, "tf32": 1e-2, "bfloat16": 5e-2}
+
+
+def _warn_deltas(deltas, change, precision, tolerance, *, names=None, max_rule="exact", let_through=()):
     """Warn (ConservationWarning) naming the worst sequences where summation-to-delta is off, and its likely cause
-    (ops let through with gradients, the gradient max rule, else float32 rounding)."""
+    (ops let through with gradients, the gradient max rule, else float32 rounding); ``precision``: a
+    :class:`~dnalift.options.Precision` or a dtype."""
+    if isinstance(precision, torch.dtype):
+        precision = "float64" if precision == torch.float64 else "float32"
     if tolerance is None:
-        tolerance = 1e-8 if dtype == torch.float64 else 1e-3
+        tolerance = DELTA_TOLERANCE[str(precision)]
     relative = deltas.abs() / change.abs().clamp(min=1.0)
     bad = ~(relative <= tolerance)  # NaN is off too
     if bool(bad.any()):

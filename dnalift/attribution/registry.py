@@ -327,6 +327,6 @@ _entries("zeros_like ones_like full_like empty_like new_zeros new_ones new_full 
          shape_only=True)
 register_rule("detach", Refused("detach of a value that depends on the input: no difference from reference "
                                 "passes through it, so the scores would miss that path (for a BPNet profile "
-                                "target, use target 'profile' instead of a softmax(...).detach() wrapper)"))
+                                "target, use target 'profile-fixed' instead of a softmax(...).detach() wrapper)"))
 _entries("_local_scalar_dense item", Refused("reading a value that depends on the input as a Python number "
                                              "(.item()), which the graph cannot follow"))

@@ -11,7 +11,7 @@ import torch
 
 from dnalift.attribution.kinds.base import RunContext
 from dnalift.attribution.pairing import Pairing, near_zero_threshold
-from dnalift.attribution.parts import total
+from dnalift.attribution.parts import Split, map_parts, total
 from dnalift.attribution.plan import Plan, resolve
 
 __all__ = ["Runner"]
@@ -20,10 +20,11 @@ __all__ = ["Runner"]
 class Runner:
     """Runs a plan on batches of sequences and references."""
 
-    def __init__(self, plan: Plan, *, device: torch.device, dtype: torch.dtype):
+    def __init__(self, plan: Plan, *, device: torch.device, dtype: torch.dtype, lower: torch.dtype | None = None):
         self.plan = plan
         self.device = device
         self.dtype = dtype
+        self.lower = lower  # matrix products and convolutions autocast to it (bfloat16), the rest in dtype
         self.eps = near_zero_threshold(dtype)
         self.constants = plan.constants_on(device, dtype)
         self.output_names = [o.node.name for o in plan.outputs]
@@ -42,6 +43,16 @@ class Runner:
         value = step.run(args, kwargs)
         if isinstance(value, torch.Tensor) and value.is_floating_point() and value.dtype != self.dtype:
             value = value.to(self.dtype)
+        return value
+
+    def _back(self, value):
+        """A value of the autocast ops back in the engine's dtype (a no-op without ``lower``)."""
+        if self.lower is None:
+            return value
+        if isinstance(value, torch.Tensor):
+            return value.to(self.dtype) if value.is_floating_point() and value.dtype != self.dtype else value
+        if isinstance(value, Split):
+            return map_parts(value, self._back)
         return value
 
     def _free(self, env: dict, index: int):
@@ -64,7 +75,7 @@ class Runner:
         with torch.no_grad():
             for index, step in enumerate(self.plan.steps):
                 args, kwargs = resolve(step.args, env), resolve(step.kwargs, env)
-                value = self._shaped(step, args, kwargs) if step.kind == "shape" else step.run(args, kwargs)
+                value = self._shaped(step, args, kwargs) if step.kind == "shape" else self._back(step.run(args, kwargs))
                 env[step.node.name] = value
                 if step.node.name in self.plan.x_needed:
                     kept[step.node.name] = value
@@ -81,7 +92,7 @@ class Runner:
             if step.kind == "shape":
                 env[step.node.name] = self._shaped(step, args, kwargs)
             else:
-                env[step.node.name] = step.rule.reference(step, args, kwargs, ctx)
+                env[step.node.name] = self._back(step.rule.reference(step, args, kwargs, ctx))
             self._free(env, index)
         return refs, self._outputs(env)
 
@@ -95,11 +106,11 @@ class Runner:
         for index, step in enumerate(self.plan.steps):
             with torch.no_grad():
                 args, kwargs = resolve(step.args, ref_env), resolve(step.kwargs, ref_env)
-                value = self._shaped(step, args, kwargs) if step.kind == "shape" else step.run(args, kwargs)
+                value = self._shaped(step, args, kwargs) if step.kind == "shape" else self._back(step.run(args, kwargs))
             ref_env[step.node.name] = value
             if step.kind != "shape":
                 deltas = [d_env.get(a.name) if isinstance(a, torch.fx.Node) else None for a in step.node.args]
-                d_env[step.node.name] = step.rule.difference(step, args, kwargs, deltas, ctx, value)
+                d_env[step.node.name] = self._back(step.rule.difference(step, args, kwargs, deltas, ctx, value))
             self._free(ref_env, index)
             self._free(d_env, index)
             ctx.release(self.plan.released[index])
@@ -120,23 +131,27 @@ class Runner:
         on_inputs : list of Tensor (n_c,)
         on_refs : list of Tensor (n_c * r_c,)
         """
+        with torch.autocast(self.device.type, dtype=self.lower, enabled=self.lower is not None):
+            return self._run(inputs, refs, pairing, targets)
+
+    def _run(self, inputs, refs, pairing, targets):
         x_env = self.forward(inputs)
         x_out = self._outputs(x_env)
-        weights = [t.weights(x_out[t.output]) for t in targets]
-        on_inputs = [t(x_out, w) for t, w in zip(targets, weights)]
-        ref_weights = [pairing.expand(w, 0) if w is not None else None for w in weights]
+        anchors = [t.anchor(x_out[t.output]) for t in targets]
+        on_inputs = [t(x_out, a) for t, a in zip(targets, anchors)]
+        ref_anchors = [pairing.expand(a, 0) if a is not None else None for a in anchors]
         dims = [self.plan.batch_dims.get(o.node.name) or 0 for o in self.plan.outputs]
         with torch.enable_grad():
             if not self.plan.split_pass:
                 leaf, ref_out = self.rescale_pass(refs, x_env, pairing)
-                values = [t(ref_out, w) for t, w in zip(targets, ref_weights)]
+                values = [t(ref_out, w) for t, w in zip(targets, ref_anchors)]
                 on_refs = [v.detach() for v in values]
             else:
                 leaf, d_out, ref_out = self.split_pass(refs, x_env, pairing, inputs)
-                on_refs = [t(ref_out, w) for t, w in zip(targets, ref_weights)]
+                on_refs = [t(ref_out, w) for t, w in zip(targets, ref_anchors)]
                 x_rep = [pairing.expand(x, d) for x, d in zip(x_out, dims)]
                 below = [x - d for x, d in zip(x_rep, d_out)]
-                values = [t(x_rep, w) - t(below, w) for t, w in zip(targets, ref_weights)]
+                values = [t(x_rep, w) - t(below, w) for t, w in zip(targets, ref_anchors)]
             multipliers = []
             for i, value in enumerate(values):
                 (grad,) = torch.autograd.grad(value.sum(), leaf, retain_graph=i < len(values) - 1,

@@ -1,7 +1,8 @@
-"""What to explain: targets by output index, output name, or the two standard targets of profile models.
+"""What to explain: targets by output index, output name, or the standard targets of profile models.
 
 A target reduces the model's outputs on a batch of rows to one value per row, linearly (so that DeepLIFT's
-multipliers of the target are those of the outputs). The spellings (the ``target`` of
+multipliers of the target are those of the outputs), except ``profile``, whose products are a nonlinearity
+with their own Rescale multipliers. The spellings (the ``target`` of
 :func:`~dnalift.attribution.engine.attribute`, ``--target`` of ``dnalift score``):
 
 ``I``
@@ -14,16 +15,26 @@ multipliers of the target are those of the outputs). The spellings (the ``target
 ``counts``
     The count head of a profile model (summed over its units if it has several, as chrombpnet does).
 ``profile``
-    The profile head's logits ``l`` (flattened per row, as bpnet-lite's ``ProfileWrapper``), mean-normalised
-    and weighted by the softmax of the sequence's own logits: ``sum_p w_p (l_p - mean l)`` with
-    ``w = softmax(l(x))`` held constant for the sequence's references (the stop-gradient of the BPNet paper and
-    chrombpnet). With the weights fixed per sequence the target is linear in the logits, so it sums to delta
-    exactly (a softmax that is differentiated through would not).
+    What bpnet-lite's ``ProfileWrapper`` with its ``deep_lift_shap`` (and chrombpnet) explain: the profile
+    head's logits ``l`` flattened per row, ``l' = l - mean l``, and ``y = sum_p l'_p softmax(l')_p`` with each
+    row (sequence or reference) weighted by its own softmax. The per-position product ``l'_p softmax(l')_p`` is
+    one nonlinearity with a Rescale multiplier ``(f_p(x) - f_p(ref)) / (l'_p(x) - l'_p(ref))`` (the derivative
+    of ``l'_p softmax(l')_p`` in ``l'_p`` at the reference where the difference is near zero), so it sums to
+    delta (:func:`softmax_weighted`).
+``profile-fixed``
+    The linear variant: ``sum_p w_p (l_p - mean l)`` with ``w = softmax(l(x))`` of the sequence's own logits
+    held constant for its references (a stop-gradient on the softmax). It also sums to delta; its scores differ
+    from the ``profile`` ones (the references are weighted by the sequence's softmax, not their own).
 
-``counts`` and ``profile`` are the outputs of those names (dict keys) or, for a model returning two tensors
-whose first is ``(n, channels, positions)`` and second ``(n, k)``, the first (profile) and second (counts):
-the bpnet-lite and chrombpnet layout. A function of the output can also be given (API only): it receives the
-output tensor (a dict of them for a model with several outputs) and must be linear in it.
+``counts`` and ``profile`` (both profile targets) are the outputs of those names (dict keys) or, for a model
+returning two tensors whose first is ``(n, channels, positions)`` and second ``(n, k)``, the first (profile)
+and second (counts): the bpnet-lite and chrombpnet layout. A function of the output can also be given (API
+only): it receives the output tensor (a dict of them for a model with several outputs) and must be linear in
+it.
+
+A target gets, beside the outputs of the rows it is computed on, an *anchor* (:meth:`Target.anchor`): what it
+needs of the sequences' own outputs, repeated for each reference row (the softmax weights of ``profile-fixed``,
+the normalised logits of ``profile``), and None for the other targets.
 """
 
 from __future__ import annotations
@@ -36,12 +47,28 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from dnalift.attribution.pairing import near_zero_threshold
 from dnalift.errors import TargetError
+from dnalift.options import StandardTarget
 
-__all__ = ["Target", "resolve_targets", "output_table", "PROFILE", "COUNTS"]
+__all__ = ["Target", "resolve_targets", "output_table", "PROFILE", "PROFILE_FIXED", "COUNTS",
+           "STANDARD_MEANINGS"]
 
-PROFILE = "profile"
-COUNTS = "counts"
+PROFILE = StandardTarget.PROFILE.value
+PROFILE_FIXED = StandardTarget.PROFILE_FIXED.value
+COUNTS = StandardTarget.COUNTS.value
+#: how each standard target computes its value
+_HOW = {COUNTS: "sum", PROFILE: PROFILE, PROFILE_FIXED: PROFILE_FIXED}
+#: the standard targets in a line each (``dnalift info``)
+STANDARD_MEANINGS = {
+    COUNTS: "the count head (summed over its outputs if several)",
+    PROFILE: "sum softmax(l')*l' of the profile logits, l' = l - mean l, each row (sequence, reference) with "
+             "its own softmax: what bpnet-lite's ProfileWrapper and chrombpnet explain",
+    PROFILE_FIXED: "the same with the sequence's softmax held fixed for its references (a linear target)",
+}
+#: the endings of chrombpnet's output layer names (``wo_bias_bpnet_logcount_predictions``), which make an output
+#: the profile or the counts
+CHROMBPNET_OUTPUTS = {PROFILE: "logits_profile_predictions", COUNTS: "logcount_predictions"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,8 +81,8 @@ class Target:
         How it was given (file names ``OUT.<label>.h5`` and the result's ``target`` attribute).
     output : int
         Index into the plan's outputs.
-    how : {"unit", "sum", "profile", "function"}
-        One unit (``index``), the sum of all units, the profile target, or a user function.
+    how : {"unit", "sum", "profile", "profile-fixed", "function"}
+        One unit (``index``), the sum of all units, one of the profile targets, or a user function.
     index : int or None
         Flat unit index within the output, for ``how="unit"``.
     fn : callable or None
@@ -71,21 +98,28 @@ class Target:
     fn: Callable | None = None
     names: tuple = ()
 
-    def weights(self, logits: torch.Tensor) -> torch.Tensor | None:
-        """The profile weights ``softmax(l)`` of the sequences' own outputs (rows, P), or None."""
-        if self.how != "profile":
-            return None
-        return torch.softmax(logits.detach().reshape(logits.shape[0], -1), dim=-1)
+    def anchor(self, output: torch.Tensor) -> torch.Tensor | None:
+        """What the target needs of the sequences' own output (rows, P), or None.
 
-    def __call__(self, outputs: list, weights: torch.Tensor | None = None) -> torch.Tensor:
+        ``profile-fixed``: the softmax weights ``softmax(l)``; ``profile``: the normalised logits
+        ``l - mean l``; both of the output flattened per row.
+        """
+        if self.how not in (PROFILE, PROFILE_FIXED):
+            return None
+        flat = output.detach().reshape(output.shape[0], -1)
+        if self.how == PROFILE_FIXED:
+            return torch.softmax(flat, dim=-1)
+        return flat - flat.mean(1, keepdim=True)
+
+    def __call__(self, outputs: list, anchor: torch.Tensor | None = None) -> torch.Tensor:
         """The target on some rows.
 
         Parameters
         ----------
         outputs : list of Tensor (rows, ...)
             The plan's outputs (softmax outputs already mean-normalised logits).
-        weights : Tensor (rows, P), optional
-            Profile weights lined up with the rows.
+        anchor : Tensor (rows, P), optional
+            :meth:`anchor` of the sequences lined up with the rows (for the profile targets).
 
         Returns
         -------
@@ -105,7 +139,40 @@ class Target:
             return flat[:, self.index]
         if self.how == "sum":
             return flat.sum(1)
-        return (weights * (flat - flat.mean(1, keepdim=True))).sum(1)
+        if self.how == PROFILE_FIXED:
+            return (anchor * (flat - flat.mean(1, keepdim=True))).sum(1)
+        return softmax_weighted(flat - flat.mean(1, keepdim=True), anchor)
+
+
+def softmax_weighted(logits: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+    """``sum_p l_p softmax(l)_p`` per row, whose gradient in ``l`` is the Rescale multiplier of each product.
+
+    Parameters
+    ----------
+    logits : Tensor (rows, P)
+        Normalised logits ``l`` of the rows (references, or the sequences themselves), differentiable.
+    anchor : Tensor (rows, P)
+        The sequences' normalised logits lined up with the rows (constant).
+
+    Returns
+    -------
+    Tensor (rows,)
+        The value ``sum_p f_p(l)`` with ``f_p(l) = l_p softmax(l)_p``; its gradient in ``l_p`` is
+        ``(f_p(anchor) - f_p(l)) / (anchor_p - l_p)``, or the derivative ``s_p (1 + l_p (1 - s_p))`` of
+        ``f_p`` in ``l_p`` (``s = softmax(l)``) where ``|anchor_p - l_p|`` is below the engine's near-zero
+        threshold. Summed over positions the multipliers times the differences give the change of the
+        value exactly, unless a position's logit does not move while its weight does (no multiplier can carry
+        that change; mean-normalised logits of a reference that differs from the sequence all move).
+    """
+    with torch.no_grad():
+        s = torch.softmax(logits, dim=-1)
+        f_ref = logits * s
+        f_x = anchor * torch.softmax(anchor, dim=-1)
+        d = anchor - logits
+        small = d.abs() < near_zero_threshold(logits.dtype)
+        secant = (f_x - f_ref) / torch.where(small, torch.ones_like(d), d)
+        m = torch.where(small, s * (1 + logits * (1 - s)), secant)
+    return (f_ref + m * (logits - logits.detach())).sum(1)
 
 
 def _units(output) -> int:
@@ -131,15 +198,21 @@ def output_table(outputs) -> list[dict]:
 
 
 def _standard(outputs) -> dict:
-    """``{"profile": i, "counts": j}`` for the outputs that play those roles."""
+    """``{"profile": i, "profile-fixed": i, "counts": j}`` for the outputs that play those roles."""
     names = [o.name for o in outputs]
-    roles = {}
+    found = {}
     for role in (PROFILE, COUNTS):
         if role in names:
-            roles[role] = names.index(role)
-    if not roles and len(outputs) == 2 and len(outputs[0].shape) == 2 and len(outputs[1].shape) == 1:
-        roles = {PROFILE: 0, COUNTS: 1}
-    return roles
+            found[role] = names.index(role)
+            continue
+        ends = [i for i, n in enumerate(names) if n and n.endswith(CHROMBPNET_OUTPUTS[role])]
+        if len(ends) == 1:  # chrombpnet's Keras output layers, with or without a prefix
+            found[role] = ends[0]
+    if not found and len(outputs) == 2 and len(outputs[0].shape) == 2 and len(outputs[1].shape) == 1:
+        found = {PROFILE: 0, COUNTS: 1}
+    if PROFILE in found:
+        found[PROFILE_FIXED] = found[PROFILE]
+    return {role: found[role] for role in StandardTarget.values() if role in found}
 
 
 def _describe(outputs, unit_names) -> str:
@@ -162,13 +235,14 @@ def _one(spec, outputs, unit_names, where) -> Target:
         return Target(label=getattr(spec, "__name__", "function"), how="function", fn=spec,
                       names=tuple(o.name for o in outputs))
     if isinstance(spec, bool) or not isinstance(spec, (int, np.integer, str)):
-        raise TargetError(f"target={spec!r} must be an output index, an output name, 'counts', 'profile' or a "
-                          "function of the output", argument="target", value=repr(spec))
+        raise TargetError(f"target={spec!r} must be an output index, an output name, "
+                          f"{', '.join(map(repr, StandardTarget.values()))} or a function of the output",
+                          argument="target", value=repr(spec))
     text = str(spec).strip()
     listing = _describe(outputs, unit_names)
     roles = _standard(outputs)
-    if text in (PROFILE, COUNTS) and text in roles:
-        return Target(text, roles[text], "profile" if text == PROFILE else "sum")
+    if text in roles:
+        return Target(text, roles[text], _HOW[text])
     names = [o.name for o in outputs]
     match = re.fullmatch(r"(.+):(-?\d+)", text)
     if match and match.group(1) in names:

@@ -1,4 +1,5 @@
-"""The ``dnalift`` command line: ``score``, ``logo``, ``export``, ``merge``, ``info``, ``inspect``.
+"""The ``dnalift`` command line: ``score``, ``variants``, ``logo``, ``export``, ``merge``, ``average``, ``info``,
+``inspect``.
 
 Each subcommand is a thin Click command in its own module over library functions
 (:mod:`dnalift.pipeline`, :mod:`dnalift.io.store`, :mod:`dnalift.io.modisco`, :mod:`dnalift.io.bigwig`, :mod:`dnalift.plotting`).
@@ -27,7 +28,7 @@ class DnaliftGroup(click.Group):
             standalone_mode)
 
     def list_commands(self, ctx):
-        return ["score", "logo", "export", "merge", "info", "inspect"]
+        return ["score", "variants", "logo", "export", "merge", "average", "info", "inspect"]
 
 
 @click.group(name="dnalift", cls=DnaliftGroup, context_settings=CONTEXT_SETTINGS)
@@ -37,9 +38,11 @@ def cli():
 
     \b
     dnalift score MODEL SEQS.fa -o scores.h5        score every sequence (HDF5, TF-MoDISco ready)
+    dnalift variants MODEL V.vcf --genome G.fa -o v.h5   both alleles of every variant (and v.tsv)
     dnalift logo scores.h5 --index 0 -o logo.png    draw a sequence's contributions
     dnalift export scores.h5 --format modisco -o P  npz pair for TF-MoDISco (or --format bigwig)
     dnalift merge part*.h5 -o scores.h5             join the shards of a --shard run
+    dnalift average fold*.h5 -o mean.h5             average the folds' scores (one model each)
     dnalift info MODEL                              the model's ops and the rule each gets
     dnalift inspect scores.h5                       provenance, shapes, deltas, validation
 
@@ -47,17 +50,21 @@ def cli():
     """
 
 
+from dnalift.cli import average as _average  # noqa: E402
 from dnalift.cli import export as _export  # noqa: E402
 from dnalift.cli import info as _info  # noqa: E402
 from dnalift.cli import inspect as _inspect  # noqa: E402
 from dnalift.cli import logo as _logo  # noqa: E402
 from dnalift.cli import merge as _merge  # noqa: E402
 from dnalift.cli import score as _score  # noqa: E402
+from dnalift.cli import variants as _variants  # noqa: E402
 
 cli.add_command(_score.score)
+cli.add_command(_variants.variants)
 cli.add_command(_logo.logo)
 cli.add_command(_export.export)
 cli.add_command(_merge.merge)
+cli.add_command(_average.average)
 cli.add_command(_info.info)
 cli.add_command(_inspect.inspect_cmd, name="inspect")
 cli.add_command(_inspect.validate)

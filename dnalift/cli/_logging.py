@@ -13,6 +13,8 @@ import time
 import warnings
 
 log = logging.getLogger("dnalift.cli")
+#: library loggers whose INFO lines the command shows by default, as its own (where a run computes)
+SHOWN = ("dnalift.pipeline.device",)
 
 #: what the last set-up asked for (the error handler reads it to decide on tracebacks), and the arguments
 #: of the running command (recorded in result files)
@@ -50,7 +52,7 @@ class _Formatter(logging.Formatter):
         if record.exc_info and state["verbose"]:
             message += "\n" + self.formatException(record.exc_info)
         level = record.levelname.lower()
-        if record.levelno == logging.INFO and record.name.startswith("dnalift.cli"):
+        if record.levelno == logging.INFO and record.name.startswith(("dnalift.cli", *SHOWN)):
             return f"dnalift: {message}"
         return f"dnalift: {level}: {message}"
 
@@ -85,6 +87,8 @@ def setup(verbose: int = 0, quiet: bool = False) -> None:
         library, own = logging.WARNING, logging.INFO
     root.setLevel(library)
     log.setLevel(own)
+    for name in SHOWN:
+        logging.getLogger(name).setLevel(own)
     warnings.showwarning = _showwarning
     warnings.simplefilter("default")
 
@@ -93,12 +97,12 @@ def snapshot():
     """The logging and warnings state that :func:`setup` changes (restored after an in-process command)."""
     root = logging.getLogger("dnalift")
     return (list(root.handlers), root.level, root.propagate, log.level, warnings.showwarning,
-            list(warnings.filters), dict(state))
+            list(warnings.filters), dict(state), [logging.getLogger(name).level for name in SHOWN])
 
 
 def restore(saved) -> None:
     root = logging.getLogger("dnalift")
-    handlers, level, propagate, own, showwarning, filters, old_state = saved
+    handlers, level, propagate, own, showwarning, filters, old_state, shown = saved
     for h in list(root.handlers):
         root.removeHandler(h)
     for h in handlers:
@@ -106,6 +110,8 @@ def restore(saved) -> None:
     root.setLevel(level)
     root.propagate = propagate
     log.setLevel(own)
+    for name, value in zip(SHOWN, shown):
+        logging.getLogger(name).setLevel(value)
     warnings.showwarning = showwarning
     warnings.filters[:] = filters
     mutated = getattr(warnings, "_filters_mutated", None)  # invalidates the "once" caches

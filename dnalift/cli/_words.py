@@ -21,7 +21,7 @@ FLAGS = {
     "rc_average": "--rc-average", "shard": "--shard", "resume": "--resume", "force": "--force", "arch": "--arch",
     "arch_kwargs": "--arch-kwargs", "trust": "--trust-model", "trust_model": "--trust-model",
     "allow_gradient": "--allow-gradient", "chunk_size": "--chunk-size", "layout": "--layout",
-    "control_inputs": "--control-inputs", "window": "--window", "name": "--name", "index": "--index",
+    "control_inputs": "--control-inputs", "shuffle_workers": "--shuffle-workers", "window": "--window", "name": "--name", "index": "--index",
 }
 _ASSIGNED = re.compile(r"(?<![\w.-])(" + "|".join(sorted(FLAGS, key=len, reverse=True))
                        + r")=(True\b|False\b|'[^']*'|\"[^\"]*\"|[^\s,;:)]+)?")

@@ -1,4 +1,4 @@
-"""``dnalift export``: TF-MoDISco's npz pair, or a bigWig track of per-base scores."""
+"""``dnalift export``: TF-MoDISco's npz pair, a bigWig track of per-base scores, or a variants file's table."""
 
 from __future__ import annotations
 
@@ -22,18 +22,22 @@ def _check_window(ctx, param, value):
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("result", type=click.Path(dir_okay=False, path_type=Path), metavar="OUT.h5")
-@click.option("--format", "fmt", required=True, type=click.Choice(["modisco", "bigwig"]),
-              help="modisco: PREFIX.hyp.npz and PREFIX.ohe.npz; bigwig: per-base contributions on the genome.")
-@click.option("-o", "--output", required=True, metavar="PREFIX|out.bw",
-              help="modisco: the prefix of the two npz files; bigwig: the .bw file.")
+@click.option("--format", "fmt", required=True, type=click.Choice(["modisco", "bigwig", "table"]),
+              help="modisco: PREFIX.hyp.npz and PREFIX.ohe.npz; bigwig: per-base contributions on the genome; "
+                   "table: one line per variant (a `dnalift variants` file).")
+@click.option("-o", "--output", required=True, metavar="PREFIX|out.bw|out.tsv",
+              help="modisco: the prefix of the two npz files; bigwig: the .bw file; table: the .tsv file.")
 @click.option("--window", type=int, callback=_check_window, metavar="W",
               help="modisco: keep only the central W positions (even), as `modisco motifs -w W` does.")
 @click.option("--genome", type=click.Path(dir_okay=False, path_type=Path), metavar="genome.fa",
               help="bigwig: the genome FASTA (its .fai index gives the chromosome sizes), or a .fai / "
                    "chrom.sizes file; default: the genome recorded in OUT.h5.")
+@click.option("--flank", type=click.IntRange(min=0), metavar="W",
+              help="table: sum each allele's contributions over the allele and W bases on each side (default: as "
+                   "`dnalift variants --table-flank`).")
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
 @verbosity_options
-def export(result, fmt, output, window, genome, force, verbose, quiet):
+def export(result, fmt, output, window, genome, flank, force, verbose, quiet):
     """Export OUT.h5 for TF-MoDISco or a genome browser, and print the next command to run.
 
     \b
@@ -41,7 +45,9 @@ def export(result, fmt, output, window, genome, force, verbose, quiet):
              sequences, for `modisco motifs -s PREFIX.ohe.npz -a PREFIX.hyp.npz` (TF-MoDISco lite also
              reads OUT.h5 directly: `modisco motifs -i OUT.h5`).
     bigwig:  per-base contribution (of the observed base) on genome coordinates, for files scored from
-             --regions; overlapping windows are averaged.
+             --regions; overlapping windows are averaged. A `dnalift variants` file gives two tracks,
+             OUT.ref.bw and OUT.alt.bw (the reference and alternative alleles' rows on the genome).
+    table:   a `dnalift variants` file's table (what it writes beside OUT.h5), e.g. for merged shards.
 
     A file whose run did not finish (a .partial.h5) is refused: finish it with `dnalift score ... --resume`.
 
@@ -49,12 +55,22 @@ def export(result, fmt, output, window, genome, force, verbose, quiet):
     Examples:
       dnalift export scores.h5 --format modisco -o modisco/scores --window 400
       dnalift export peaks.h5 --format bigwig -o peaks.bw --genome hg38.fa
+      dnalift export variants.h5 --format table -o variants.tsv --flank 20
     """
     _logging.setup(verbose, quiet)
-    if fmt == "modisco" and genome is not None:
+    if fmt != "bigwig" and genome is not None:
         raise click.UsageError("--genome is for --format bigwig")
-    if fmt == "bigwig" and window is not None:
+    if fmt != "modisco" and window is not None:
         raise click.UsageError("--window is for --format modisco")
+    if fmt != "table" and flank is not None:
+        raise click.UsageError("--flank is for --format table")
+    if fmt == "table":
+        from dnalift.io.variant_table import DEFAULT_FLANK, write_variant_table
+
+        written = write_variant_table(result, output, flank=DEFAULT_FLANK if flank is None else flank, force=force)
+        if not quiet:
+            click.echo(f"wrote {written}")
+        return
 
     from dnalift.io.store import open_results
 
@@ -76,8 +92,8 @@ def export(result, fmt, output, window, genome, force, verbose, quiet):
 
     with open_results(result) as r:
         recorded = r.attrs.get("genome")
-        has_regions = r.has_regions
-    if not has_regions:
+        has_regions, has_variants = r.has_regions, r.has_variants
+    if not has_regions and not has_variants:
         from dnalift.errors import StoreError
 
         raise StoreError(f"{result} has no genome regions (it was scored from a FASTA); bigWig export needs a "
@@ -88,10 +104,15 @@ def export(result, fmt, output, window, genome, force, verbose, quiet):
         genome = Path(recorded)
         log.info("chromosome sizes from %s (recorded in %s)", genome, result)
     out = Path(output)
-    from dnalift.io.bigwig import write_bigwig
+    from dnalift.io.bigwig import read_chrom_sizes, write_bigwig
 
-    write_bigwig(result, out, genome_fai=genome, force=force)
+    if has_variants:
+        from dnalift.io.variant_bigwig import write_variant_bigwigs
+
+        written = write_variant_bigwigs(result, out, chrom_sizes=read_chrom_sizes(genome), force=force)
+    else:
+        written = [write_bigwig(result, out, genome_fai=genome, force=force)]
     if not quiet:
-        click.echo(f"wrote {out}")
+        click.echo(f"wrote {', '.join(str(p) for p in written)}")
         click.echo("next, look at it in a genome browser (IGV: File > Load from File), or summarise it:")
-        click.echo(f"  bigWigInfo {out}")
+        click.echo(f"  bigWigInfo {written[0]}")

@@ -9,7 +9,7 @@ import click
 
 from dnalift.cli import _logging
 from dnalift.cli._errors import verbosity_options
-from dnalift.cli.score import _split_ops
+from dnalift.cli._scoring import split_ops as _split_ops
 from dnalift.options import Layout, MaxRule, Mode
 
 log = logging.getLogger("dnalift.cli")
@@ -71,6 +71,8 @@ def info(model, rule, max_rule, input_length, layout, arch, arch_kwargs, trust_m
         click.echo(f"input {i}: (n, {dims}) a control input: zeros when scored (--control-inputs zeros), "
                    "not attributed")
     _echo_outputs(m, outputs_of(m))
+    if m.format == "keras":
+        _echo_keras_layers(model, m.input_length)
     click.echo(f"rules:   {rule} mode, max rule {max_rule}")
     try:
         rows, problems = describe(m, rule=rule, max_rule=max_rule, allow_gradient=allow_gradient), []
@@ -102,6 +104,16 @@ def info(model, rule, max_rule, input_length, layout, arch, arch_kwargs, trust_m
     click.echo(f"all {len(marked)} input-dependent ops have a rule{extra}: the model can be scored.")
 
 
+def _echo_keras_layers(path, length) -> None:
+    """The Keras layers and the torch module each became."""
+    from dnalift.models.files.keras import layer_rows
+
+    rows = [{"layer": r.name, "class": r.class_name, "as": r.module} for r in layer_rows(path, input_length=length)]
+    click.echo(f"keras:   {len(rows)} layers converted (a nested model's layers as MODEL.LAYER):")
+    for line in _table(rows, ["layer", "class", "as"]):
+        click.echo(f"  {line}")
+
+
 def _echo_outputs(m, outputs) -> None:
     """The model's outputs, their per-row shapes and the --target values each accepts."""
     if len(outputs) == 1:
@@ -110,7 +122,13 @@ def _echo_outputs(m, outputs) -> None:
         shape = ", ".join(map(str, o["shape"]))
         click.echo(f"output:  (n, {shape}): {o['units']} target(s), --target 0..{o['units'] - 1}{names}")
         return
+    from dnalift.attribution.targets import STANDARD_MEANINGS
+
     click.echo(f"outputs: {len(outputs)}")
     for o in outputs:
         shape = ", ".join(map(str, o["shape"]))
         click.echo(f"  {o['name']}: (n, {shape}); --target {' | '.join(o['targets'])}")
+    accepted = {t for o in outputs for t in o["targets"]}
+    for name, meaning in STANDARD_MEANINGS.items():
+        if name in accepted:
+            click.echo(f"  --target {name}: {meaning}")

@@ -52,6 +52,18 @@ def delta_stats(reader) -> dict:
             "row": worst_row, "max_relative": worst_rel if n else float("nan")}
 
 
+def _kept_regions(r) -> str:
+    """Where the kept regions file of a region-based result is, and whether it is there with one line per row."""
+    path = r.kept_regions
+    if not path.exists():
+        return f"{path} is missing (it is written beside the result when it is finished)"
+    with open(path, "rb") as fh:
+        lines = sum(1 for _ in fh)
+    if lines != r.n:
+        return f"{path} has {lines} lines, this file {r.n} rows: it belongs to another result; rescore or remerge"
+    return f"{path} (the input lines of the {r.n} rows, in row order: finemo/modisco -p take it)"
+
+
 def _run(result, names_only: bool, quiet: bool, what: str) -> None:
     from dnalift.errors import StoreError
     from dnalift.io.store import open_results, validate_results
@@ -68,6 +80,8 @@ def _run(result, names_only: bool, quiet: bool, what: str) -> None:
             click.echo(f"file:        {result} ({_size(Path(result).stat().st_size)})")
             click.echo(f"sequences:   {r.n} of length {r.length}"
                        f"{' (genome regions, 0-based half-open)' if r.has_regions else ''}")
+            if r.has_regions:
+                click.echo(f"kept regions: {_kept_regions(r)}")
             click.echo("datasets:")
             items = []
             f.visititems(lambda name, obj: items.append((name, obj)) if hasattr(obj, "shape") else None)

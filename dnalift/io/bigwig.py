@@ -14,7 +14,7 @@ from dnalift.errors import DnaliftError, StoreError
 from dnalift.io.outputs import check_outputs_free
 from dnalift.io.store import open_results
 
-__all__ = ["write_bigwig", "read_chrom_sizes"]
+__all__ = ["write_bigwig", "read_chrom_sizes", "sweep_tracks"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def write_bigwig(path: str | os.PathLike, output: str | os.PathLike, *,
     output = Path(output)
     check_outputs_free((output,), force)
     try:
-        import pyBigWig
+        import pyBigWig  # noqa: F401  (a clear message before any work)
     except ImportError:
         raise DnaliftError("bigWig export needs pyBigWig: pip install 'dnalift[bigwig]'") from None
 
@@ -104,29 +104,37 @@ def write_bigwig(path: str | os.PathLike, output: str | os.PathLike, *,
                 raise StoreError(f"{path}: {r.names[i]} at {chroms[i]}:{starts[i]}-{ends[i]} does not fit the "
                                  f"sequence length {r.length} or lies outside {chroms[i]} "
                                  f"({sizes[chroms[i]]} bp); give the genome's .fai")
-        order = np.lexsort((starts, np.fromiter((chrom_index[c] for c in chroms), np.int64, r.n)))
-
-        tmp_dir = output.parent
-        bw_tmp = tmp_dir / f".{output.name}.partial"
-        with tempfile.TemporaryFile(dir=tmp_dir) as scratch:
+        with tempfile.TemporaryFile(dir=output.parent) as scratch:
             scores = np.memmap(scratch, dtype=np.float32, mode="w+", shape=(max(r.n, 1), r.length))
             for a, b in r.iter_chunks():
                 s = r.projected(slice(a, b)).sum(axis=1)
                 flip = minus[a:b]
                 s[flip] = s[flip, ::-1]
                 scores[a:b] = s
-            try:
-                bw = pyBigWig.open(os.fspath(bw_tmp), "w")
-                bw.addHeader([(c, int(n)) for c, n in sizes.items()])
-                _sweep(bw, order, chroms, starts, scores, r.length)
-                bw.close()
-                os.replace(bw_tmp, output)
-            except BaseException:
-                bw_tmp.unlink(missing_ok=True)
-                raise
+            sweep_tracks(output, sizes, chroms, starts, scores, r.length)
             del scores
     logger.info("wrote %s", output)
     return output
+
+
+def sweep_tracks(output: Path, sizes: Mapping[str, int], chroms, starts: np.ndarray, scores: np.ndarray,
+                 length: int) -> None:
+    """Write ``scores`` (n, L), row ``i`` at ``chroms[i]:starts[i]`` (0-based), as a bigWig named ``output``
+    (written under a temporary name, renamed when complete); overlaps are averaged, NaN is no value."""
+    import pyBigWig
+
+    chrom_index = {c: i for i, c in enumerate(sizes)}
+    order = np.lexsort((starts, np.fromiter((chrom_index[c] for c in chroms), np.int64, len(chroms))))
+    bw_tmp = output.parent / f".{output.name}.partial"
+    try:
+        bw = pyBigWig.open(os.fspath(bw_tmp), "w")
+        bw.addHeader([(c, int(n)) for c, n in sizes.items()])
+        _sweep(bw, order, chroms, starts, scores, length)
+        bw.close()
+        os.replace(bw_tmp, output)
+    except BaseException:
+        bw_tmp.unlink(missing_ok=True)
+        raise
 
 
 def _sweep(bw, order: np.ndarray, chroms, starts: np.ndarray, scores: np.ndarray, length: int) -> None:
@@ -165,6 +173,8 @@ def _sweep(bw, order: np.ndarray, chroms, starts: np.ndarray, scores: np.ndarray
             total = np.concatenate((total, np.zeros(need - len(total))))
             count = np.concatenate((count, np.zeros(need - len(count), np.int32)))
         off = start - buf_start
-        total[off:off + length] += scores[i]
-        count[off:off + length] += 1
+        row = scores[i]
+        known = np.isfinite(row)
+        total[off:off + length] += np.where(known, row, 0.0)
+        count[off:off + length] += known
     emit(buf_start + len(total))

@@ -31,13 +31,37 @@ OFF_CHROMOSOME = "window off its chromosome"
 UNKNOWN_CHROMOSOME = "chromosome not in the genome"
 
 
+class _Lines:
+    """The input lines of the kept regions, packed in one buffer (their bytes and 8 more each, no objects)."""
+
+    def __init__(self, blob: bytes, ends: np.ndarray):
+        self._blob, self._ends = blob, np.asarray(ends, np.int64)
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def text(self, i: int) -> str:
+        """Line ``i`` as it was in the file, without its newline."""
+        start = int(self._ends[i - 1]) if i > 0 else 0
+        return self._blob[start:int(self._ends[i])].decode("utf-8", errors="replace")
+
+    def __getitem__(self, idx) -> np.ndarray:
+        """Lines ``idx`` (a slice) as an object array of str."""
+        return np.array([self.text(i) for i in range(len(self))[idx]], dtype=object)
+
+    def subset(self, keep: np.ndarray) -> "_Lines":
+        lines = [self.text(i).encode("utf-8") for i in np.flatnonzero(keep)]
+        return _Lines(b"".join(lines), np.cumsum([len(x) for x in lines], dtype=np.int64))
+
+
 class _RegionSource(SequenceSource):
-    def __init__(self, genome, *, path, chrom_names, chrom, start, strand, names, width, skipped):
+    def __init__(self, genome, *, path, chrom_names, chrom, start, strand, names, width, skipped, lines):
         self._fasta = genome
         self._chrom_names = chrom_names
         self._chrom = chrom
         self._start = start
         self._strand = strand
+        self._lines = lines
         self._regions = None
         super().__init__(path=path, names=names, length=width, skipped=skipped)
 
@@ -49,12 +73,14 @@ class _RegionSource(SequenceSource):
         return 0, seq, 0
 
     def _identity(self, i: int) -> str:
-        return f"{self._chrom_names[self._chrom[i]]}:{int(self._start[i])}:{self._strand[i].decode()}"
+        window = f"{self._chrom_names[self._chrom[i]]}:{int(self._start[i])}:{self._strand[i].decode()}"
+        return f"{window}\t{self._lines.text(i)}"  # the line too: it goes to the kept regions file
 
     def subset(self, keep: np.ndarray, skipped) -> "_RegionSource":
         return _RegionSource(self._fasta, path=self.path, chrom_names=self._chrom_names, chrom=self._chrom[keep],
                              start=self._start[keep], strand=self._strand[keep],
-                             names=[nm for nm, k in zip(self.names, keep) if k], width=self.length, skipped=skipped)
+                             names=[nm for nm, k in zip(self.names, keep) if k], width=self.length, skipped=skipped,
+                             lines=self._lines.subset(keep))
 
     @property
     def regions(self) -> dict:
@@ -66,6 +92,7 @@ class _RegionSource(SequenceSource):
                 "end": self._start + self.length,
                 "strand": self._strand.astype(str),
                 "name": np.array(self.names, dtype=str),
+                "line": self._lines,
             }
         return self._regions
 
@@ -101,7 +128,8 @@ def open_regions(bed, genome, *, width: int, center: str = "mid", off_genome: st
     Returns
     -------
     SequenceSource
-        With ``regions``: ``chrom``, ``start``, ``end``, ``strand``, ``name`` of each kept window.
+        With ``regions``: ``chrom``, ``start``, ``end``, ``strand``, ``name`` of each kept window, and ``line``,
+        the input lines of the kept regions (sliced like an array; the kept regions file is made of them).
 
     Raises
     ------
@@ -126,7 +154,8 @@ def open_regions(bed, genome, *, width: int, center: str = "mid", off_genome: st
         names = _names(bed, table, chrom_names, width)
         source = _RegionSource(fasta, path=bed, chrom_names=chrom_names, chrom=np.array(table["chrom"], np.int32),
                                start=np.array(table["start"], np.int64), strand=np.array(table["strand"], "S1"),
-                               names=names, width=width, skipped=table["skipped"])
+                               names=names, width=width, skipped=table["skipped"],
+                               lines=_Lines(bytes(table["text"]), np.array(table["ends"], np.int64)))
         if n_policy != NPolicy.ZERO:
             source = _apply_n_policy(source, bed, table["line"], n_policy)
         if len(source) == 0:
@@ -151,7 +180,8 @@ def _unknown_hint(table, chrom_names, genome_path) -> str:
 def _read_bed(bed, genome_path, chrom_names, chrom_lengths, *, width, center, off_genome) -> dict:
     """Parse the region file: per kept window its chromosome index, start, strand, column-4 name and line."""
     chrom_index = {c: i for i, c in enumerate(chrom_names)}
-    table = {"chrom": [], "start": [], "strand": [], "name": [], "line": [], "skipped": [], "unknown": []}
+    table = {"chrom": [], "start": [], "strand": [], "name": [], "line": [], "skipped": [], "unknown": [],
+             "text": bytearray(), "ends": []}
     counts = {OFF_CHROMOSOME: 0, UNKNOWN_CHROMOSOME: 0}
     n_data = 0
     with open_text(bed) as handle:
@@ -182,6 +212,8 @@ def _read_bed(bed, genome_path, chrom_names, chrom_lengths, *, width, center, of
             for key, value in (("chrom", c), ("start", w_start), ("strand", strand), ("name", name),
                                ("line", line_no)):
                 table[key].append(value)
+            table["text"] += line.encode("utf-8")
+            table["ends"].append(len(table["text"]))
     if n_data == 0:
         raise RegionError(f"{bed} has no regions; it needs tab-separated lines chrom, start, end", argument="regions",
                           path=bed)

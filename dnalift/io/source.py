@@ -7,7 +7,7 @@ only the names and coordinates, never the sequences.
 Fingerprint
     ``input_sha256`` (:attr:`SourceScan.sha256`) is the SHA-256 of, for every kept sequence in order, its
     name, a tab, its letters in upper case (with the N padding that ``width`` adds), and for regions a tab
-    and ``chrom:start:strand``, then a newline. It identifies what is scored, whatever path, copy, or
+    and ``chrom:start:strand``, a tab and the input line, then a newline. It identifies what is scored, whatever path, copy, or
     compression the file has: resume and merge compare it, not file names.
 """
 
@@ -73,7 +73,8 @@ class SequenceSource:
         Length ``L`` of every sequence (also ``width``).
     regions : dict of numpy.ndarray or None
         For region sources: ``chrom``, ``start``, ``end`` (the window, 0-based half-open), ``strand`` and
-        ``name``, each of shape ``(n,)``; None for FASTA sources.
+        ``name``, each of shape ``(n,)``, and ``line``, the input lines (sliced like an array); None for FASTA
+        sources.
     skipped : list of Skipped
         ``(name, reason)`` of the sequences or regions left out.
     path : str

@@ -20,10 +20,16 @@ Formats, detected from the file's content (zip member names, magic bytes), never
   ``arch_kwargs``). Loaded with a strict ``load_state_dict`` and exported.
 - ``"pickle"``: a ``torch.save`` file holding other Python objects (a whole ``nn.Module``): only with
   ``trust=True`` (``torch.load(weights_only=False)``; the classes must be importable), then exported.
+- ``"keras"``: a Keras model, an HDF5 file with a ``model_config`` attribute (``model.save("model.h5")`` in
+  tf.keras 2 or Keras 3) or a ``.keras`` zip (``config.json`` and ``model.weights.h5``). Read with h5py, no
+  TensorFlow: each layer becomes torch ops (:mod:`dnalift.models.files.keras`), a ``Lambda`` layer's code is
+  never run (only chrombpnet's logsumexp is recognised), and the module is exported; the length is the
+  model's input length.
 - ``"module"``: :func:`~dnalift.models.export.from_module` (an in-memory ``nn.Module`` or ``ScriptModule``) or
   :func:`~dnalift.models.export.from_program` (an in-memory ``ExportedProgram``).
 
-Anything else (an empty, text, HDF5, ONNX, other zip, or unknown binary file; a missing file) raises
+Anything else (an empty, text, other HDF5 (a result file, Keras weights without the model), ONNX, other zip, or
+unknown binary file; a TensorFlow SavedModel folder; a missing file) raises
 :class:`~dnalift.errors.ModelFormatError` naming the file and what was found.
 
 Without ``trust=True`` a pickle is never unpickled (:mod:`dnalift.models.files.pickles`):

@@ -13,7 +13,7 @@ from dnalift.errors import ModelInputError
 __all__ = ["FORMATS", "LoadedModel"]
 
 #: where a LoadedModel came from: a .pt2, TorchScript, state_dict (+ arch), whole pickled module, or memory
-FORMATS = ("pt2", "torchscript", "state_dict", "pickle", "module")
+FORMATS = ("pt2", "torchscript", "state_dict", "pickle", "module", "keras")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -44,14 +44,15 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 
-from dnalift.options import ControlInputs, Layout
+from dnalift.options import ControlInputs, Layout, PairReferences
 from dnalift.pipeline.config import ScoreConfig
 from dnalift.errors import DiskFullError, DnaliftError, OutputWriteError
-from dnalift.pipeline.chunks import Overlap, read_chunk, score_chunk
-from dnalift.pipeline.inputs import check_argument_order, check_device, open_inputs, scan
+from dnalift.pipeline.chunks import Overlap, log_device, read_chunk, score_chunk
+from dnalift.pipeline.inputs import (check_argument_order, check_device, check_precision, open_inputs, scan,
+                                     shuffle_workers)
 from dnalift.pipeline.outputs import ScoreSummary, output_paths, resolve_targets, worst_delta
 
-__all__ = ["score", "ScoreConfig", "ScoreSummary", "output_paths", "resolve_targets"]
+__all__ = ["score", "score_part", "ScoreConfig", "ScoreSummary", "output_paths", "resolve_targets"]
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +87,13 @@ def score(config: ScoreConfig, *, progress: Callable[[int, int], None] | None = 
     Parameters
     ----------
     config : ScoreConfig
-        Every option of the run, already checked (see :class:`~dnalift.options.ScoreConfig`).
+        Every option of the run, already checked (see :class:`~dnalift.pipeline.config.ScoreConfig`). With
+        several devices (``cuda:0,cuda:1``, ``cuda:all``, ``cpu,cpu``) one worker process per device scores a
+        part of the rows and the parts are joined into the output (:mod:`dnalift.pipeline.devices`): the same
+        result as on one device.
     progress : callable, optional
-        ``progress(done, total)`` with the number of rows finished (including resumed ones) and the total;
-        called once before scoring and after each engine batch.
+        ``progress(done, total)`` with the number of rows finished (including resumed ones) and the total (of
+        every part, with several devices); called once before scoring and after each engine batch.
 
     Returns
     -------
@@ -102,29 +106,50 @@ def score(config: ScoreConfig, *, progress: Callable[[int, int], None] | None = 
         writing the same output (:class:`~dnalift.errors.OutputInUseError`); a full disk
         (:class:`~dnalift.errors.DiskFullError`, the partial files kept for ``resume=True``).
     """
+    t0 = time.perf_counter()
+    return _score(config, progress, t0, several=True)
+
+
+def score_part(config: ScoreConfig, *, part: tuple[int, int], final_output, progress=None) -> ScoreSummary:
+    """Part ``i`` of ``k`` of a run on several devices (:mod:`dnalift.pipeline.devices`; each worker runs this).
+
+    Like :func:`score` with ``config.output`` the part's file (a shard: ``row_start``, ``row_stop``, ``n_total``),
+    on ``config.device`` alone, its rows whole chunks (:func:`~dnalift.pipeline.devices.part_rows`), and the
+    run's own outputs (``final_output``, one per target) checked as :func:`score` checks them.
+    """
+    return _score(config, progress, time.perf_counter(), part=part, final_output=final_output)
+
+
+def _score(config: ScoreConfig, progress, t0: float, *, several: bool = False, part=None,
+           final_output=None) -> ScoreSummary:
     from dnalift.io.outputs import OutputFolders, check_not_existing, check_not_input, check_output_dir
     from dnalift.io.store import OutputLock
 
-    t0 = time.perf_counter()
     check_output_dir(config.output)
     check_not_input(config.output, config.input_files())
     if len(config.targets) == 1:
-        check_not_existing(config.output, force=config.force, resume=config.resume)
+        check_not_existing(Path(final_output or config.output), force=config.force, resume=config.resume)
     check_argument_order(config)
-    check_device(config.device)
+    devices = check_device(config.device)
+    check_precision(config.precision, devices)
+    if len(devices) == 1 and devices[0] != config.device:
+        config = config.replace(device=devices[0])  # cuda:all on a machine with one GPU
     folders = OutputFolders()
     folders.make(config.output.parent)
     try:
         with OutputLock(config.output):
-            return _score_locked(config, progress, t0)
+            if several and len(devices) > 1:
+                from dnalift.pipeline.devices import score_on_devices
+
+                return score_on_devices(config, devices, progress=progress)
+            return _score_locked(config, progress, t0, part=part, final_output=final_output)
     finally:
         folders.remove_empty()
 
 
-def _score_locked(config: ScoreConfig, progress, t0: float) -> ScoreSummary:
+def _score_locked(config: ScoreConfig, progress, t0: float, *, part=None, final_output=None) -> ScoreSummary:
     from dnalift.io.outputs import check_not_existing, check_not_input
-    from dnalift.io.store import shard_attrs
-    from dnalift.references.make import make_references
+    from dnalift.io.store.schema import kept_regions_path, regions_format
 
     source, model = open_inputs(config)
     references = None
@@ -132,13 +157,15 @@ def _score_locked(config: ScoreConfig, progress, t0: float) -> ScoreSummary:
         fingerprint = scan(source)
         targets = resolve_targets(model, config.targets)
         paths = output_paths(config.output, [t.label for t in targets])
-        for p in paths[1:] if len(paths) > 1 else ():
+        finals = output_paths(final_output, [t.label for t in targets]) if final_output is not None else paths
+        for p in finals[1:] if len(finals) > 1 else ():
             check_not_input(p, config.input_files())
-        for p in paths if len(paths) > 1 else ():
+        for p in finals if config.regions is not None else ():  # the kept regions file beside each output
+            check_not_input(kept_regions_path(p, regions_format(config.regions)), config.input_files())
+        for p in finals if len(finals) > 1 else ():
             check_not_existing(p, force=config.force, resume=config.resume)
-        references = make_references(config.reference, length=source.length, n_refs=config.n_refs,
-                                     seed=config.seed, names=source.names)
-        shard = shard_attrs(config.shard, len(source)) if config.shard is not None else {}
+        references = _references(config, source, workers=shuffle_workers(config, [config.device]))
+        shard = _rows(config, source, part)
         row_start, row_stop = (shard["row_start"], shard["row_stop"]) if shard else (0, len(source))
         run = _Run(config, source, model, references, targets, paths, row_start, row_stop - row_start)
         attrs = _attrs(run, fingerprint, shard)
@@ -148,25 +175,70 @@ def _score_locked(config: ScoreConfig, progress, t0: float) -> ScoreSummary:
         worst_value, worst_name = worst_delta(run.targets, run.paths)
         return ScoreSummary(outputs=paths, targets=[t.label for t in targets], n_sequences=run.n_rows,
                             n_scored=run.n_rows - n_resumed, n_resumed=n_resumed, n_skipped=len(source.skipped),
-                            seconds=seconds, max_abs_delta=worst_value, worst=worst_name)
+                            seconds=seconds, max_abs_delta=worst_value, worst=worst_name,
+                            paired=config.variants is not None)
     finally:
         source.close()
         if references is not None:
             references.close()
 
 
+def _chunk_size(config: ScoreConfig, length: int) -> int:
+    """Rows per chunk of the result files (a resumed file keeps its own); even for variants, whose pairs of rows
+    stay in one chunk (a pair's references are made together)."""
+    from dnalift.io.store import default_chunk_size
+
+    chunk = config.chunk_size or min(MAX_CHUNK, default_chunk_size(length))
+    return chunk + chunk % 2 if config.variants is not None else chunk
+
+
+def _rows(config: ScoreConfig, source, part) -> dict:
+    """The shard attributes of the run's rows: ``shard``, or part ``(i, k)`` of a run on several devices (whole
+    chunks, so whole pairs of variants); {} for every row."""
+    from dnalift.io.store import shard_attrs
+
+    if part is not None:
+        from dnalift.pipeline.devices import part_rows
+
+        start, stop = part_rows(len(source), _chunk_size(config, source.length), *part)
+        return {"shard": f"{part[0]}-of-{part[1]}", "row_start": start, "row_stop": stop, "n_total": len(source)}
+    group = 2 if config.variants is not None else 1
+    return shard_attrs(config.shard, len(source), group=group) if config.shard is not None else {}
+
+
+def _references(config: ScoreConfig, source, *, workers: int = 0):
+    """The run's references (dinucleotide shuffles made by ``workers`` processes); for variants wrapped to treat
+    each pair of rows together (``pair_references``)."""
+    from dnalift.references.make import make_references
+
+    if config.variants is None:
+        return make_references(config.reference, length=source.length, n_refs=config.n_refs, seed=config.seed,
+                               names=source.names, workers=workers)
+    from dnalift.references.pairs import PairedReferences
+
+    names = source.ids if config.pair_references == PairReferences.SHARED else source.names
+    inner = make_references(config.reference, length=source.length, n_refs=config.n_refs, seed=config.seed,
+                            names=names, workers=workers)
+    return PairedReferences(inner, config.pair_references)
+
+
 def _attrs(run: _Run, fingerprint: str, shard: dict) -> dict:
     """The root attributes every result file of the run gets (the writers add the target's own)."""
+    from dnalift.io.store.schema import REGIONS_FORMAT, regions_format
+
     c, refs, model = run.config, run.references, run.model
-    regions = c.regions is not None
+    regions, variants = c.regions is not None, c.variants is not None
+    kind = "regions" if regions else "variants" if variants else "fasta"
     return {
         "rule": c.rule, "max_rule": c.max_rule, "reference": refs.label, "n_refs": refs.n_refs, "seed": c.seed,
         "input_sha256": fingerprint, "model_sha256": model.sha256, "reference_sha256": refs.sha256,
         "model_path": os.fspath(c.model), "input": os.fspath(c.input_path), "reference_path": refs.path,
-        "genome": os.fspath(c.genome) if regions else None, "model_format": model.format,
+        "genome": os.fspath(c.genome) if c.genome is not None else None, "model_format": model.format,
         "normalized": bool(model.normalized), "n_policy": c.n_policy, "rc_average": c.rc_average,
-        "precision": c.precision, "width": run.source.length, "input_kind": "regions" if regions else "fasta",
-        "center": c.center if regions else None, "off_genome": c.off_genome if regions else None,
+        "precision": c.precision, "width": run.source.length, "input_kind": kind,
+        "center": c.center if regions else None, "off_genome": c.off_genome if regions or variants else None,
+        "pair_references": c.pair_references if variants else None,
+        REGIONS_FORMAT: regions_format(c.regions) if regions else None,
         "allow_gradient": list(c.allow_gradient) or None, "n_targets": len(run.targets),
         "layout": c.layout if c.layout != Layout.AUTO else None,
         "control_inputs": c.control_inputs if c.control_inputs != ControlInputs.ZEROS else None,
@@ -188,16 +260,17 @@ def _target_attrs(model, target) -> dict:
 
 
 def _open_writers(run: _Run, attrs: dict) -> None:
-    from dnalift.io.store import ResultWriter, default_chunk_size, partial_path
+    from dnalift.io.store import ResultWriter, partial_path
 
     c = run.config
-    chunk = c.chunk_size or min(MAX_CHUNK, default_chunk_size(run.source.length))
+    chunk = _chunk_size(c, run.source.length)
     try:
         for target, path in zip(run.targets, run.paths):
             own = dict(attrs, target=target.label, **_target_attrs(run.model, target))
             fresh = not (c.resume and partial_path(path).exists())
             writer = ResultWriter(path, n=run.n_rows, length=run.source.length, attrs=own, chunk_size=chunk,
-                                  regions=run.source.regions is not None, force=c.force, resume=c.resume,
+                                  regions=run.source.regions is not None, variants=c.variants is not None,
+                                  force=c.force, resume=c.resume,
                                   lock=Path(path) != c.output)
             run.writers.append(writer)
             run.fresh.append(fresh or writer.completed_rows() == 0)
@@ -214,8 +287,14 @@ def _score_chunks(run: _Run, progress) -> int:
         log.info("resuming: %d of %d rows are already complete", n_resumed, run.n_rows)
     step = run.writers[0].chunk_size
     chunks = [(c0, min(c0 + step, b)) for a, b in pending for c0 in range(a, b, step)]
-    _handle_failures(run, lambda: _score_pending(run, chunks, progress, n_resumed))
+    _handle_failures(run, lambda: _start(run, chunks, progress, n_resumed))
     return n_resumed
+
+
+def _start(run: _Run, chunks: list, progress, done: int) -> None:
+    """Say where the run computes (the output's checks passed), then score."""
+    log_device(run)
+    _score_pending(run, chunks, progress, done)
 
 
 def _score_pending(run: _Run, chunks: list, progress, done: int) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 from dnalift.options import ControlInputs
 from dnalift.errors import ModelInputError
 
-__all__ = ["score_chunk", "read_chunk", "Overlap"]
+__all__ = ["score_chunk", "read_chunk", "Overlap", "log_device"]
 
 
 class Overlap:
@@ -59,6 +59,28 @@ class Overlap:
         self._pool.shutdown(wait=True)
 
 
+def log_device(run) -> None:
+    """Log where the run computes: the device (name, memory), the batch size, the precision; the first thing to
+    check when a run is slow ("is it even on the GPU?"). The command line shows it by default."""
+    import logging
+
+    from dnalift.attribution.batching import describe_device, resolve_device
+    from dnalift.attribution.engine import batch_size_of
+    from dnalift.attribution.precision import dtype_of
+
+    c = run.config
+    device = resolve_device(c.device)
+    if c.batch_size is not None:
+        rows, how = c.batch_size, "batch_size"
+    else:
+        rows = batch_size_of(run.model, (4, run.source.length), rule=str(c.rule), max_rule=str(c.max_rule),
+                             allow_gradient=c.allow_gradient, device=device, dtype=dtype_of(c.precision))
+        how = "automatic"
+    logging.getLogger("dnalift.pipeline.device").info(
+        "device %s; %s sequence-reference pairs per batch (%s); precision %s", describe_device(device),
+        f"{rows:,}", how, c.precision)
+
+
 def read_chunk(run, c0: int, c1: int) -> tuple:
     """The inputs of rows ``[c0, c1)`` (shard-relative): names, one-hot ``X`` (b, 4, L), references ``R``."""
     rows = slice(run.row_start + c0, run.row_start + c1)
@@ -87,15 +109,17 @@ def score_chunk(run, c0: int, c1: int, progress, done: int, inputs=None):
         def report(k, base=done):
             progress(base + k, run.n_rows)
     hyp, pred, ref_pred, deltas = _attribute(run, X, R, names, report)
-    regions = None
+    regions = variants = None
+    rows = slice(run.row_start + c0, run.row_start + c1)
     if source.regions is not None:
-        rows = slice(run.row_start + c0, run.row_start + c1)
-        regions = {k: source.regions[k][rows] for k in ("chrom", "start", "end", "strand")}
+        regions = {k: source.regions[k][rows] for k in ("chrom", "start", "end", "strand", "line")}
+    if getattr(source, "variants_of", None) is not None:
+        variants = source.variants_of(rows.start, rows.stop)
 
     def write():
         for t, w in enumerate(run.writers):
             w.write(c0, raw=X, hypothetical=hyp[:, t], names=names, predictions=pred[:, t],
-                    reference_predictions=ref_pred[:, t], deltas=deltas[:, t], regions=regions)
+                    reference_predictions=ref_pred[:, t], deltas=deltas[:, t], regions=regions, variants=variants)
 
     return write
 
@@ -127,8 +151,6 @@ def _attribute(run, X, R, names, progress):
 
 def _run_engine(run, X, R, names, progress, strand: str = ""):
     """``attribute`` on one chunk; its ConservationWarning names the sequences (and the strand)."""
-    import torch
-
     from dnalift.attribution import engine
 
     c = run.config
@@ -137,7 +159,7 @@ def _run_engine(run, X, R, names, progress, strand: str = ""):
         options["control_inputs"] = str(c.control_inputs)
     res = engine.attribute(run.model, X, R, target=list(run.targets), rule=str(c.rule),
                            max_rule=str(c.max_rule), batch_size=c.batch_size, device=c.device,
-                           dtype=torch.float64 if c.precision == "float64" else torch.float32,
+                           precision=str(c.precision),
                            allow_gradient=c.allow_gradient, names=[f"{strand}{name}" for name in names],
                            progress=progress, **options)
     if res.hypothetical is None:

@@ -11,9 +11,9 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-from dnalift.options import Mode, MaxRule, Precision, NPolicy, Center, ReferenceMethod, Layout, ControlInputs, OffGenome, parse_choice, parse_shard
+from dnalift.options import Mode, MaxRule, Precision, NPolicy, Center, ReferenceMethod, Layout, ControlInputs, OffGenome, PairReferences, parse_choice, parse_shard
 
-__all__ = ["parse_shard", "parse_device", "ScoreConfig"]
+__all__ = ["parse_shard", "parse_device", "device_list", "ScoreConfig"]
 
 
 def _option_error(message: str, argument: str, **details):
@@ -23,24 +23,47 @@ def _option_error(message: str, argument: str, **details):
 
 
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+_LISTED = re.compile(r"cpu|cuda(:\d+)?")
 
 
 def parse_device(device) -> str:
-    """``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:i"`` (checked without importing torch).
+    """``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:i"``, a comma-separated list of devices (``"cuda:0,cuda:1"``; CPU
+    stand-ins ``"cpu,cpu"``) or ``"cuda:all"`` (every CUDA device), checked without importing torch.
+
+    A list (or ``cuda:all``) scores with one worker process per device (:mod:`dnalift.pipeline.devices`); its
+    entries are normalised (``"CUDA:0, cuda:1"`` -> ``"cuda:0,cuda:1"``).
 
     Raises
     ------
     OptionError
-        ``argument="device"``; Apple's ``"mps"`` gets its own message (the engine needs float64 and ops that MPS
-        lacks, so dnalift runs on the CPU there).
+        ``argument="device"``, naming the entry that is not a device; Apple's ``"mps"`` gets its own message (the
+        engine needs float64 and ops that MPS lacks, so dnalift runs on the CPU there).
     """
     text = str(device).strip().lower()
-    if text == "mps" or text.startswith("mps:"):
+    items = [item.strip() for item in text.split(",")]
+    if any(item == "mps" or item.startswith("mps:") for item in items):
         raise _option_error("device='mps' (Apple GPUs) is not supported: dnalift runs on cpu or cuda; use "
                             "device='cpu' on a Mac", "device", value=device)
-    if not _DEVICE.fullmatch(text):
-        raise _option_error(f"device={device!r} is not auto, cpu, cuda or cuda:INDEX", "device", value=device)
-    return text
+    if len(items) == 1:
+        if text == "cuda:all" or _DEVICE.fullmatch(text):
+            return text
+        raise _option_error(f"device={device!r} is not auto, cpu, cuda, cuda:INDEX, cuda:all or a list such as "
+                            f"cuda:0,cuda:1", "device", value=device)
+    for item in items:
+        if not _LISTED.fullmatch(item):
+            raise _option_error(f"device={device!r}: {item!r} is not a device; list cpu, cuda or cuda:INDEX entries "
+                                f"separated by commas (cuda:0,cuda:1)", "device", value=device)
+    return ",".join(items)
+
+
+def device_list(device: str) -> list[str]:
+    """The devices a (parsed) device option names, one worker each: ``["cuda:0", "cuda:1"]`` for
+    ``"cuda:0,cuda:1"``; every CUDA device for ``"cuda:all"`` (imports torch); ``[device]`` for one device."""
+    if device == "cuda:all":
+        import torch
+
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else [device]
+    return device.split(",")
 
 
 def _positive(value, argument: str, *, minimum: int = 1, optional: bool = False):
@@ -83,13 +106,18 @@ class ScoreConfig:
         Sequences, all of one length unless ``width`` is given (then centre-cropped or N-padded).
     regions, genome : path, optional
         BED/narrowPeak regions and the genome FASTA they are on, instead of ``fasta``.
+    variants : path, optional
+        A VCF or variant-scorer TSV of variants on ``genome``, instead of ``fasta``: each variant is scored
+        twice, rows in pairs (reference allele, alternative) (:mod:`dnalift.io.variant_source`).
     width : int, optional
         Sequence length; for regions the window width (default: the model's input length).
     center : Center
         Where region windows are centred (``mid`` or the narrowPeak ``summit``).
     off_genome : OffGenome
         Regions whose window is not on the genome (off the chromosome's end, or an unknown chromosome):
-        ``skip`` (counted, with a warning) or ``error``.
+        ``skip`` (counted, with a warning) or ``error``. For variants also a REF that differs from the genome.
+    pair_references : PairReferences
+        For variants: ``shared`` (both rows use the references of the reference allele's row) or ``own``.
     reference : ReferenceMethod or path
         ``dinuc`` (``n_refs`` shuffles per sequence), ``gc``, ``uniform``, ``zeros``, or a FASTA of references.
     n_refs, seed : int
@@ -102,15 +130,18 @@ class ScoreConfig:
         Sequence-reference pairs per engine batch (default: chosen for speed,
         :func:`~dnalift.attribution.batching.auto_batch_size`).
     device : str
-        ``auto``, ``cpu``, ``cuda`` or ``cuda:i``.
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:i``; or several devices, one worker process each (``cuda:0,cuda:1``,
+        ``cuda:all``, CPU stand-ins ``cpu,cpu``: :mod:`dnalift.pipeline.devices`).
     precision : Precision
+        ``float32`` (default), ``float64``, or a faster GPU arithmetic: ``tf32`` (CUDA only) or ``bfloat16``
+        (:class:`~dnalift.options.Precision`).
     normalize : bool
         Mean-normalise the first layer's weights (paper 2.6).
     n_policy : NPolicy
     rc_average : bool
         Average with the scores of the reverse complement.
     shard : str, optional
-        ``"i-of-n"``: only the i-th of n contiguous blocks of rows.
+        ``"i-of-n"``: only the i-th of n contiguous blocks of rows (one device only).
     resume, force : bool
         Finish the partial file of an interrupted run; replace existing outputs.
     arch, arch_kwargs, trust_model : model loading (:func:`dnalift.models.load_model`)
@@ -122,6 +153,10 @@ class ScoreConfig:
         The model's input layout (``auto``: detected); passed to the loader only when not ``auto``.
     control_inputs : ControlInputs
         What extra model inputs get; passed to the engine only when not ``zeros``.
+    shuffle_workers : int, optional
+        Worker processes making the dinucleotide shuffles beside the compute (0: the reading thread makes them;
+        default: none on the CPU, the cores left over per device on CUDA:
+        :func:`dnalift.pipeline.inputs.shuffle_workers`).
     command_line : str
         Recorded in the result files.
 
@@ -136,9 +171,11 @@ class ScoreConfig:
     fasta: Path | None = None
     regions: Path | None = None
     genome: Path | None = None
+    variants: Path | None = None
     width: int | None = None
     center: Center = Center.MID
     off_genome: OffGenome = OffGenome.SKIP
+    pair_references: PairReferences = PairReferences.SHARED
     reference: Any = ReferenceMethod.DINUC
     n_refs: int = 20
     seed: int = 0
@@ -161,23 +198,27 @@ class ScoreConfig:
     chunk_size: int | None = None
     layout: Layout = Layout.AUTO
     control_inputs: ControlInputs = ControlInputs.ZEROS
+    shuffle_workers: int | None = None
     command_line: str = ""
 
     def __post_init__(self):
         put = object.__setattr__
         put(self, "model", _path(self.model, "model", optional=False))
         put(self, "output", _path(self.output, "output", optional=False))
-        for name in ("fasta", "regions", "genome"):
+        for name in ("fasta", "regions", "genome", "variants"):
             put(self, name, _path(getattr(self, name), name))
-        if (self.fasta is None) == (self.regions is None):
-            raise _option_error("give exactly one of fasta (sequences) and regions (with genome)", "fasta")
-        if self.regions is not None and self.genome is None:
-            raise _option_error("regions need genome=, the genome FASTA the regions are on", "genome")
+        if sum(x is not None for x in (self.fasta, self.regions, self.variants)) != 1:
+            raise _option_error("give exactly one of fasta (sequences), regions (with genome) and variants (with "
+                                "genome)", "fasta")
+        for name in ("regions", "variants"):
+            if getattr(self, name) is not None and self.genome is None:
+                raise _option_error(f"{name} need genome=, the genome FASTA the {name} are on", "genome")
         if self.fasta is not None and self.genome is not None:
             raise _option_error("genome= is for regions; with fasta= leave it out", "genome")
         for name, enum_type in (("center", Center), ("off_genome", OffGenome), ("rule", Mode),
                                 ("max_rule", MaxRule), ("precision", Precision), ("n_policy", NPolicy),
-                                ("layout", Layout), ("control_inputs", ControlInputs)):
+                                ("layout", Layout), ("control_inputs", ControlInputs),
+                                ("pair_references", PairReferences)):
             put(self, name, parse_choice(enum_type, getattr(self, name), argument=name))
         put(self, "reference", self._parse_reference(self.reference))
         put(self, "width", _positive(self.width, "width", optional=True))
@@ -189,6 +230,11 @@ class ScoreConfig:
         if self.shard is not None:
             i, n = parse_shard(self.shard)
             put(self, "shard", f"{i}-of-{n}")
+            if "," in self.device or self.device == "cuda:all":
+                raise _option_error(f"shard={self.shard!r} with device={self.device!r}: score a shard on one "
+                                    f"device, or the whole input on several devices (they split it themselves)",
+                                    "device", value=self.device)
+        put(self, "shuffle_workers", _positive(self.shuffle_workers, "shuffle_workers", minimum=0, optional=True))
         targets = (self.targets,) if isinstance(self.targets, (str, int)) else tuple(self.targets)
         if not targets:
             raise _option_error("targets is empty; give at least one output index or name", "targets")
@@ -220,14 +266,14 @@ class ScoreConfig:
 
     @property
     def input_path(self) -> Path:
-        """The file the sequences come from: ``fasta`` or ``regions``."""
-        return self.fasta if self.fasta is not None else self.regions
+        """The file the sequences come from: ``fasta``, ``regions`` or ``variants``."""
+        return next(p for p in (self.fasta, self.regions, self.variants) if p is not None)
 
     def input_files(self) -> dict[str, Path]:
         """The files the run reads, by argument name (``model``, ``fasta`` or ``regions`` and ``genome``,
         ``reference``), for the check that no output overwrites one."""
-        files = {"model": self.model, "fasta": self.fasta, "regions": self.regions, "genome": self.genome,
-                 "reference": self.reference_file}
+        files = {"model": self.model, "fasta": self.fasta, "regions": self.regions, "variants": self.variants,
+                 "genome": self.genome, "reference": self.reference_file}
         return {k: v for k, v in files.items() if v is not None}
 
     def replace(self, **changes) -> "ScoreConfig":

@@ -41,6 +41,8 @@ class ScoreSummary:
         Largest ``|summation-to-delta error|`` over all rows and targets (``nan`` when there are no rows).
     worst : str or None
         Name of the sequence with that error (and its target when there are several).
+    paired : bool
+        Rows come in pairs, two per variant (``n_skipped`` then counts variants).
     """
 
     outputs: list
@@ -52,6 +54,7 @@ class ScoreSummary:
     seconds: float
     max_abs_delta: float
     worst: str | None
+    paired: bool = False
 
     def line(self) -> str:
         """The one-line summary ``dnalift score`` prints."""
@@ -63,7 +66,10 @@ class ScoreSummary:
             delta = f"worst |summation-to-delta error| {self.max_abs_delta:.3g}"
             if self.worst:
                 delta += f" ({self.worst})"
-        return (f"scored {self.n_scored} sequences{resumed}, skipped {self.n_skipped}, in "
+        scored = f"{self.n_scored} sequences"
+        if self.paired:
+            scored = f"{self.n_scored // 2} variants ({self.n_scored} rows)"
+        return (f"scored {scored}{resumed}, skipped {self.n_skipped}, in "
                 f"{_duration(self.seconds)}; {delta} -> {files}")
 
 

@@ -286,16 +286,27 @@ class References:
         The references FASTA, for a file.
     sha256 : str or None
         SHA-256 of the references file's bytes (its fingerprint), for a file.
+    workers : int
+        Worker processes making the dinucleotide shuffles (0: this process;
+        :class:`~dnalift.references.parallel.ShufflePool`: the same bits).
     """
 
     def __init__(self, method, *, label: str, n_refs: int, seed: int = 0, fasta: FastaReferences | None = None,
-                 path: str | None = None, sha256: str | None = None):
+                 path: str | None = None, sha256: str | None = None, workers: int = 0):
         self.method, self.label, self.n_refs, self.seed = method, label, int(n_refs), int(seed)
         self._fasta, self.path, self.sha256 = fasta, path, sha256
+        self.workers = int(workers) if method == ReferenceMethod.DINUC else 0
+        self._pool = None
 
     def __call__(self, X, names: Sequence[str]):
         """References for one-hot ``X`` (b, 4, L) named ``names``: (b, r, 4, L), or (r, 4, L) shared."""
         if self.method == ReferenceMethod.DINUC:
+            if self.workers and len(names) > 1:
+                if self._pool is None:
+                    from dnalift.references.parallel import ShufflePool
+
+                    self._pool = ShufflePool(self.workers)
+                return self._pool(X, n=self.n_refs, seed=self.seed, names=list(names))
             return dinucleotide_shuffle(X, n=self.n_refs, seed=self.seed, names=list(names))
         if self.method in (ReferenceMethod.GC, ReferenceMethod.UNIFORM):
             return expected_frequency_references(X, method=str(self.method))
@@ -307,6 +318,9 @@ class References:
         if self._fasta is not None:
             self._fasta.close()
             self._fasta = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     def __enter__(self):
         return self
@@ -320,7 +334,7 @@ _LABELS = {ReferenceMethod.DINUC: "dinucleotide_shuffle", ReferenceMethod.GC: "e
 
 
 def make_references(reference, *, length: int, n_refs: int = 20, seed: int = 0,
-                    names: Sequence[str] | None = None) -> References:
+                    names: Sequence[str] | None = None, workers: int = 0) -> References:
     """The references of a run: one factory for every kind.
 
     Parameters
@@ -334,6 +348,8 @@ def make_references(reference, *, length: int, n_refs: int = 20, seed: int = 0,
         For ``dinuc``; other kinds have their own number of references.
     names : sequence of str, optional
         Names of all the sequences to score (a references file's layout depends on them).
+    workers : int
+        For ``dinuc``: worker processes making the shuffles (0: in the calling thread); the same bits either way.
 
     Returns
     -------
@@ -349,7 +365,8 @@ def make_references(reference, *, length: int, n_refs: int = 20, seed: int = 0,
         if reference != ReferenceMethod.DINUC and int(n_refs) != 20:
             logger.info("reference=%s gives one reference per sequence; n_refs=%s is not used", reference, n_refs)
         count = check_int(n_refs, "n_refs", 1) if reference == ReferenceMethod.DINUC else 1
-        return References(reference, label=_LABELS[reference], n_refs=count, seed=check_int(seed, "seed", 0))
+        return References(reference, label=_LABELS[reference], n_refs=count, seed=check_int(seed, "seed", 0),
+                          workers=check_int(workers, "workers", 0))
     path = os.fspath(reference)
     fasta = FastaReferences(path, length=length, names=names)
     return References(None, label="file", n_refs=fasta.n_refs, fasta=fasta, path=path, sha256=file_sha256(path))

@@ -37,7 +37,7 @@ import numpy as np
 from dnalift.errors import ReferenceInputError
 from dnalift.references.arrays import check_int, is_tensor, letter_codes
 
-__all__ = ["dinucleotide_shuffle"]
+__all__ = ["dinucleotide_shuffle", "check_shuffle_options", "shuffle_codes", "one_hot_shuffles"]
 
 logger = logging.getLogger(__name__)
 
@@ -138,9 +138,29 @@ def dinucleotide_shuffle(X, *, n: int, seed: int = 0, names: Sequence[str] | Non
     Python overhead is per position of the longest run, not per base of every shuffle. Throughput is
     highest for many sequences of moderate length (benchmarks/bench_shuffle.py).
     """
+    codes = letter_codes(X)
+    n, seed, names = check_shuffle_options(codes, n=n, seed=seed, names=names)
+    m, length = codes.shape
+    per_chunk = max(1, _CHUNK_KEYS // max(1, n * length))
+    out = np.empty((m, n, 4, length), dtype=np.int8 if is_tensor(X) else X.dtype)
+    shuffled = np.empty((min(m, per_chunk), n, length), dtype=np.uint8)
+    work = _Workspace()
+    for c0 in range(0, m, per_chunk):
+        c1 = min(m, c0 + per_chunk)
+        chunk = shuffled[: c1 - c0]
+        _shuffle_rows(codes[c0:c1], n, seed, names[c0:c1] if names is not None else None, c0, chunk, work)
+        one_hot_shuffles(chunk, out=out[c0:c1])
+    if is_tensor(X):
+        import torch
+
+        return torch.from_numpy(out).to(device=X.device, dtype=X.dtype)
+    return out
+
+
+def check_shuffle_options(codes: np.ndarray, *, n, seed, names):
+    """``(n, seed, names)`` of a shuffle of letter codes ``(m, L)`` checked: ReferenceInputError naming the bad one."""
     n = check_int(n, "n", 1)
     seed = check_int(seed, "seed", 0)
-    codes = letter_codes(X)
     m, length = codes.shape
     if names is not None:
         names = list(names)
@@ -151,26 +171,52 @@ def dinucleotide_shuffle(X, *, n: int, seed: int = 0, names: Sequence[str] | Non
             f"sequences of length {length} are longer than the {_MAX_RUN} bases dinucleotide_shuffle supports; "
             "shuffle shorter windows"
         )
+    return n, seed, names
 
+
+def shuffle_codes(codes: np.ndarray, *, n: int, seed: int, names: Sequence[str] | None = None,
+                  first_index: int = 0) -> np.ndarray:
+    """Dinucleotide shuffles as letter codes: what :func:`dinucleotide_shuffle` computes, before the one-hot.
+
+    Parameters
+    ----------
+    codes : numpy.ndarray, shape (m, L)
+        Letter codes (0-3 for A, C, G, T; 4 for N), options checked (:func:`check_shuffle_options`).
+    n, seed, names
+        As for :func:`dinucleotide_shuffle`.
+    first_index : int
+        The index of row 0 in the whole batch, for the seeds of sequences without names, so that a block of a
+        batch shuffled on its own gets the bits it has in the whole batch.
+
+    Returns
+    -------
+    numpy.ndarray, shape (m, n, L), uint8
+    """
+    m, length = codes.shape
     per_chunk = max(1, _CHUNK_KEYS // max(1, n * length))
-    out = np.empty((m, n, 4, length), dtype=np.int8 if is_tensor(X) else X.dtype)
-    shuffled = np.empty((min(m, per_chunk), n, length), dtype=np.uint8)
-    channels = np.arange(4, dtype=np.uint8)[:, None]
+    out = np.empty((m, n, length), dtype=np.uint8)
     work = _Workspace()
     for c0 in range(0, m, per_chunk):
         c1 = min(m, c0 + per_chunk)
-        entropies = [_entropy(seed, names[i] if names is not None else None, i) for i in range(c0, c1)]
-        chunk = shuffled[: c1 - c0]
-        _shuffle_chunk(codes[c0:c1], n, entropies, chunk, work)
-        if out.dtype.itemsize == 1 and out.dtype.kind in "biu":  # int8, uint8, bool: write the bytes directly
-            np.equal(chunk[:, :, None, :], channels, out=out[c0:c1].view(np.bool_))
-        else:
-            out[c0:c1] = chunk[:, :, None, :] == channels
-    if is_tensor(X):
-        import torch
-
-        return torch.from_numpy(out).to(device=X.device, dtype=X.dtype)
+        _shuffle_rows(codes[c0:c1], n, seed, names[c0:c1] if names is not None else None, first_index + c0,
+                      out[c0:c1], work)
     return out
+
+
+def one_hot_shuffles(letters: np.ndarray, *, out: np.ndarray) -> None:
+    """Write the one-hot ``(m, n, 4, L)`` of letter codes ``(m, n, L)`` into ``out`` (code 4, N, is all zero)."""
+    channels = np.arange(4, dtype=np.uint8)[:, None]
+    if out.dtype.itemsize == 1 and out.dtype.kind in "biu":  # int8, uint8, bool: write the bytes directly
+        np.equal(letters[:, :, None, :], channels, out=out.view(np.bool_))
+    else:
+        out[...] = letters[:, :, None, :] == channels
+
+
+def _shuffle_rows(codes, n, seed, names, first_index, out, work) -> None:
+    """Shuffle one chunk of rows (row ``i`` is row ``first_index + i`` of the batch) into ``out`` (c, n, L)."""
+    entropies = [_entropy(seed, names[i] if names is not None else None, first_index + i)
+                 for i in range(codes.shape[0])]
+    _shuffle_chunk(codes, n, entropies, out, work)
 
 
 def _runs(codes: np.ndarray):

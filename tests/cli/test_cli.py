@@ -589,7 +589,7 @@ def test_truncated_hdf5(scored, out, tmp_path, command):
 # ------------------------------------------------------------------------------------- help, words, progress
 
 
-@pytest.mark.parametrize("command", ["score", "logo", "export", "merge", "info", "inspect"])
+@pytest.mark.parametrize("command", ["score", "logo", "export", "merge", "average", "info", "inspect"])
 def test_every_subcommand_help_has_examples(command):
     res = ok(command, "--help")
     assert "Examples:" in res.stdout and f"dnalift {command} " in res.stdout.split("Examples:")[1]

@@ -122,13 +122,15 @@ def test_slurm_profile_dry_run_needs_no_slurm(tmp_path, no_slurm):
     res = snakemake(tmp_path, "--profile", str(PROFILE), "-n", config=DEMO_CONFIG, env=env)
     assert res.returncode == 0, res.stdout + res.stderr
     assert not submitted(calls)
-    assert job_counts(res.stdout)["score_shard"] == 2
+    assert job_counts(res.stdout)["score_shard"] == 4  # two folds of two shards
     for shard in job_resources(res.stdout, "score_shard"):
-        # the workflow's resources for the shards, the profile's defaults for the rest; no GPU on cpu
+        # the workflow's resources for the shards and FiNeMo, the profile's defaults for the rest; no GPU on cpu
         assert (shard["runtime"], shard["mem_mb"], shard["slurm_account"]) == ("10", "2000", "CHANGE_ME")
         assert "gpu" not in shard
-    (merge,) = job_resources(res.stdout, "merge")
-    assert (merge["runtime"], merge["mem_mb"], merge["slurm_partition"]) == ("30", "4000", "CHANGE_ME")
+    for job in job_resources(res.stdout, "merge") + job_resources(res.stdout, "average"):
+        assert (job["runtime"], job["mem_mb"], job["slurm_partition"]) == ("30", "4000", "CHANGE_ME")
+    (hits,) = job_resources(res.stdout, "finemo_hits")
+    assert (hits["runtime"], hits["mem_mb"], hits["slurm_partition"]) == ("20", "4000", "CHANGE_ME")
 
 
 def test_slurm_profile_sends_gpu_shards_to_the_gpu_partition(tmp_path, no_slurm):
@@ -147,8 +149,8 @@ def test_slurm_profile_sends_gpu_shards_to_the_gpu_partition(tmp_path, no_slurm)
     assert res.returncode == 0, res.stdout + res.stderr
     assert not submitted(calls)
     shards = job_resources(res.stdout, "score_shard")
-    assert len(shards) == 2
+    assert len(shards) == 4
     for shard in shards:
         assert (shard["gpu"], shard["gpu_model"], shard["slurm_partition"]) == ("1", "a100", "CHANGE_ME_GPU")
-    (merge,) = job_resources(res.stdout, "merge")
-    assert "gpu" not in merge and merge["slurm_partition"] == "CHANGE_ME"
+    for job in job_resources(res.stdout, "merge") + job_resources(res.stdout, "average"):
+        assert "gpu" not in job and job["slurm_partition"] == "CHANGE_ME"

@@ -136,3 +136,23 @@ def package_version(name: str) -> str | None:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return None
+
+
+def group_rows(path, what: str, given, expected: bool, b: int, fields) -> dict[str, np.ndarray]:
+    """The rows of an optional group of datasets (``regions``, ``variants``): ``fields`` are (key in ``given``,
+    dataset name) pairs."""
+    if not expected:
+        if given is not None:
+            raise StoreError(f"{path}: {what} given but the writer was made with {what}=False")
+        return {}
+    if given is None:
+        raise StoreError(f"{path}: this file has {what}; write() needs {what}=")
+    out = {}
+    for key, name in fields:
+        if key not in given:
+            raise StoreError(f"{path}: {what} lacks {key!r}; give {', '.join(k for k, _ in fields)}")
+        value = to_numpy(given[key])
+        if value.shape != (b,):
+            raise StoreError(f"{path}: {what}[{key!r}] must have shape ({b},), got {value.shape}")
+        out[name] = value
+    return out

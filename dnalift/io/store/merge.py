@@ -18,7 +18,7 @@ __all__ = ["merge_results"]
 
 
 def merge_results(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, force: bool = False,
-                  command_line: str | None = None) -> Path:
+                  command_line: str | None = None, lock: bool = True) -> Path:
     """Join the shards of one run into one result file.
 
     The shards must share every attribute that :func:`schema.comparable` keeps: the options, and the
@@ -28,7 +28,8 @@ def merge_results(paths: Sequence[str | os.PathLike], output: str | os.PathLike,
     ranges must cover ``0 .. n_total`` exactly once; names must be unique across shards. The merged file is
     written chunk by chunk through :class:`ResultWriter` (memory does not grow with the number of rows,
     apart from the set of names used to find duplicates). Its attributes are the shared ones plus
-    ``merged_from`` (JSON list of the shard file names).
+    ``merged_from`` (JSON list of the shard file names). ``lock=False`` when the caller holds the output's lock
+    (a run on several devices joining its parts).
 
     Returns
     -------
@@ -64,7 +65,7 @@ def merge_results(paths: Sequence[str | os.PathLike], output: str | os.PathLike,
     writer = ResultWriter(output, n=int(storage["n_total"]), length=first["length"], attrs=attrs,
                           chunk_size=int(storage.get("chunk_size") or schema.default_chunk_size(first["length"])),
                           compression=str(storage.get("compression", "gzip")), regions=first["regions"],
-                          force=force)
+                          variants=first["variants"], force=force, lock=lock)
     try:
         for info in infos:
             _copy_rows(info, writer)
@@ -97,11 +98,13 @@ def _shard_info(p: Path) -> dict:
                              f"first", argument="paths", path=str(p))
         shape = f[schema.RAW].shape
         has_regions = schema.REGIONS in f
+        has_variants = schema.VARIANT_IDS in f
     missing = [k for k in schema.SHARD_ATTRS if k not in attrs]
     if missing:
         raise StoreError(f"{p} is not a shard (no {missing[0]!r} attribute); merge takes the files written "
                          f"with shard='i-of-n'", argument="paths", path=str(p))
     info = {"path": p, "attrs": attrs, "n": shape[0], "length": shape[2], "regions": has_regions,
+            "variants": has_variants,
             "start": int(attrs["row_start"]), "stop": int(attrs["row_stop"])}
     if info["stop"] - info["start"] != info["n"]:
         raise StoreError(f"{p} says it holds rows {info['start']}-{info['stop'] - 1} but has {info['n']} rows; the "
@@ -122,7 +125,7 @@ def _check_same_run(infos: list[dict]) -> dict:
                     f"attribute {key!r} differs: {a!r} in {first['path']}, {b!r} in {info['path']}; shards must "
                     f"come from one run (same model, input and options)", argument="paths", key=key,
                     first=str(first["path"]), other=str(info["path"]), values=(a, b))
-        for what in ("length", "regions"):
+        for what in ("length", "regions", "variants"):
             if info[what] != first[what]:
                 raise ShardMismatchError(f"{what} differs: {first[what]} in {first['path']}, {info[what]} in "
                                          f"{info['path']}; shards must come from one run", argument="paths",
@@ -177,4 +180,5 @@ def _copy_rows(info: dict, writer: ResultWriter) -> None:
             sl = slice(a, min(a + step, r.n))
             writer.write(info["start"] + a, raw=r.raw(sl), hypothetical=r.hypothetical(sl), names=r.names_of(sl),
                          predictions=r.predictions(sl), reference_predictions=r.reference_predictions(sl),
-                         deltas=r.deltas(sl), regions=r.regions_of(sl))
+                         deltas=r.deltas(sl), regions=r.regions_of(sl),
+                         variants=r.variants_of(sl))

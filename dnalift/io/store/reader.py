@@ -120,20 +120,64 @@ class ResultReader:
 
     @property
     def regions(self) -> dict[str, np.ndarray] | None:
-        """``{"chrom", "start", "end", "strand"}`` arrays of all rows, or None when the input was FASTA."""
-        return self.regions_of(slice(None))
+        """``{"chrom", "start", "end", "strand"}`` arrays of all rows (not the input lines: :meth:`regions_of`
+        reads those chunk by chunk), or None when the input was FASTA."""
+        return self.regions_of(slice(None), lines=False)
 
-    def regions_of(self, idx) -> dict[str, np.ndarray] | None:
-        """The regions of rows ``idx`` (a slice), or None when the input was FASTA."""
+    def regions_of(self, idx, *, lines: bool = True) -> dict[str, np.ndarray] | None:
+        """The regions of rows ``idx`` (a slice), or None when the input was FASTA: ``chrom``, ``start``,
+        ``end``, ``strand`` and, when the file has them and ``lines``, the input lines (``line``)."""
         if schema.REGIONS not in self._f:
             return None
         g = self._f[schema.REGIONS]
-        return {k: (g[k].asstr()[idx] if g[k].dtype.kind == "O" else g[k][idx]) for k in schema.REGION_FIELDS}
+        keys = [k for k in (*schema.REGION_FIELDS, schema.REGION_LINE) if k in g and (lines or k != schema.REGION_LINE)]
+        return {k: (g[k].asstr()[idx] if g[k].dtype.kind == "O" else g[k][idx]) for k in keys}
+
+    @property
+    def kept_regions(self) -> Path | None:
+        """The kept regions file beside this result (:func:`schema.kept_regions_path`; it may be missing),
+        or None when the input was FASTA."""
+        from dnalift.io.store.kept import kept_regions_of
+
+        return kept_regions_of(self._f, self.path)
 
     def region(self, index: int) -> tuple[str, int, int, str] | None:
         """``(chrom, start, end, strand)`` of one row (0-based half-open), or None."""
-        r = self.regions_of(index)
+        r = self.regions_of(index, lines=False)
         return None if r is None else (r["chrom"], int(r["start"]), int(r["end"]), r["strand"])
+
+    @property
+    def has_variants(self) -> bool:
+        """Whether the file was scored from variants (rows in pairs: reference allele, alternative)."""
+        return schema.VARIANT_IDS in self._f
+
+    def variants_of(self, idx) -> dict[str, np.ndarray] | None:
+        """The variant datasets of rows ``idx`` (a slice or an index), by field: ``variant_ids``, ``alleles``,
+        ``chrom``, ``pos``, ``ref``, ``alt``, ``offset``; None when the file was not scored from variants."""
+        if not self.has_variants:
+            return None
+        out = {}
+        for ds in schema.VARIANT_DATASETS:
+            d = self._f[ds.name]
+            out[schema.variant_field(ds.name)] = d.asstr()[idx] if d.dtype.kind == "O" else d[idx]
+        return out
+
+    def variant_row(self, variant_id: str) -> int:
+        """The row of the reference allele of ``variant_id`` (its alternative is the next row)."""
+        if not self.has_variants:
+            raise StoreError(f"{self.path} was not scored from variants (it has no {schema.VARIANT_IDS}); give a file "
+                             f"written by `dnalift variants`", argument="variant")
+        ids = self._f[schema.VARIANT_IDS].asstr()
+        for a in range(0, self.n, 65536):
+            hits = np.flatnonzero(np.asarray(ids[a:a + 65536], dtype=object) == variant_id)
+            if hits.size:
+                return a + int(hits[0])
+        import difflib
+
+        close = difflib.get_close_matches(str(variant_id), list(ids[0:min(self.n, 65536):2]), n=3)
+        hint = f"did you mean {', '.join(close)}?" if close else f"ids look like {', '.join(ids[0:6:2])}"
+        raise NameNotFoundError(f"{self.path} has no variant {variant_id!r}; {hint}", argument="variant",
+                                path=str(self.path), name=variant_id, close=close)
 
     # -- data
 

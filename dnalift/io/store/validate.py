@@ -60,9 +60,31 @@ def validate_results(path: str | os.PathLike, *, check_values: bool = True) -> l
             problems += _validate_names(f[schema.NAMES], n, written)
         if schema.REGIONS in f:
             problems += _validate_regions(f[schema.REGIONS], n, shape[2], written)
+        if schema.VARIANT_IDS in f:
+            problems += _validate_variants(f, n)
         if check_values and not missing and not any(f[ds.name].shape != shape for ds in schema.PER_BASE):
             problems += _validate_values(f, n)
+        if schema.FOLD_PREDICTIONS in f and not missing:
+            problems += _validate_folds(f, n, attrs)
     return problems
+
+
+def _validate_folds(f: h5py.File, n: int, attrs: dict) -> list[str]:
+    """An averaged file: ``fold_predictions`` (n, k), whose row means (float64, stored float32) are
+    ``predictions``."""
+    ds = f[schema.FOLD_PREDICTIONS]
+    k = attrs.get("n_folds")
+    if len(ds.shape) != 2 or ds.shape[0] != n or ds.dtype != np.float32 or (k is not None and ds.shape[1] != k):
+        return [f"{schema.FOLD_PREDICTIONS} has shape {ds.shape} and dtype {ds.dtype}, expected ({n}, {k}) float32"]
+    bad = 0
+    for a in range(0, n, _BLOCK):
+        folds = ds[a:a + _BLOCK].astype(np.float64)
+        total = folds[:, 0].copy()
+        for j in range(1, folds.shape[1]):  # the folds in order, as they were averaged
+            total += folds[:, j]
+        bad += int(np.count_nonzero((total / folds.shape[1]).astype(np.float32) != f[schema.PREDICTIONS][a:a + _BLOCK]))
+    return [f"{bad} sequences have {schema.PREDICTIONS} other than the mean of {schema.FOLD_PREDICTIONS}"
+            ] if bad else []
 
 
 def _chunk_flags(f: h5py.File, attrs: dict, n: int) -> tuple[np.ndarray | None, list[str]]:
@@ -107,9 +129,10 @@ def _validate_names(ds: h5py.Dataset, n: int, written: np.ndarray | None) -> lis
 
 def _validate_regions(g: h5py.Group, n: int, length: int, written: np.ndarray | None) -> list[str]:
     problems = []
-    for key in schema.REGION_FIELDS:
+    for key in (*schema.REGION_FIELDS, schema.REGION_LINE):
         if key not in g:
-            problems.append(f"{schema.region_path(key)} is missing")
+            if key != schema.REGION_LINE:  # the input lines are optional (older files lack them)
+                problems.append(f"{schema.region_path(key)} is missing")
         elif g[key].shape != (n,):
             problems.append(f"{schema.region_path(key)} has shape {g[key].shape}, expected ({n},)")
     if problems:
@@ -126,6 +149,22 @@ def _validate_regions(g: h5py.Group, n: int, length: int, written: np.ndarray | 
     if bad_strand:
         problems.append(f"{bad_strand} regions have a strand other than +, - or .")
     return problems
+
+
+def _validate_variants(f: h5py.File, n: int) -> list[str]:
+    """The variant datasets are all there, of n rows, and the alleles alternate 0, 1 (rows in pairs)."""
+    problems = [f"dataset {ds.name} is missing" for ds in schema.VARIANT_DATASETS if ds.name not in f]
+    problems += [f"{ds.name} has shape {f[ds.name].shape}, expected ({n},)" for ds in schema.VARIANT_DATASETS
+                 if ds.name in f and f[ds.name].shape != (n,)]
+    if problems:
+        return problems
+    if n % 2:
+        return [f"a variants file has rows in pairs, but it has {n} rows"]
+    for a in range(0, n, _BLOCK):
+        alleles = f[schema.ALLELES][a:a + _BLOCK]
+        if (alleles[0::2] != 0).any() or (alleles[1::2] != 1).any():
+            return [f"{schema.ALLELES} does not alternate 0, 1 (reference, alternative) from row {a}"]
+    return []
 
 
 def _validate_values(f: h5py.File, n: int) -> list[str]:

@@ -35,8 +35,9 @@ import numpy as np
 from dnalift.errors import (DiskFullError, OutputExistsError, OutputWriteError, ResumeMismatchError,
                             StoreError)
 from dnalift.io.store import schema
-from dnalift.io.store._h5 import (CACHE_BYTES, NO_SPACE, fmt_rows, io_errno, mb, normalize_attr,
+from dnalift.io.store._h5 import (CACHE_BYTES, NO_SPACE, fmt_rows, group_rows, io_errno, mb, normalize_attr,
                                   package_version, read_attrs, to_numpy)
+from dnalift.io.store.kept import write_kept_regions
 from dnalift.io.store.lock import OutputLock
 
 __all__ = ["ResultWriter"]
@@ -53,10 +54,10 @@ _WHAT_CHANGED = {"input_sha256": "the sequences (the content of the FASTA or of 
 class _Pending:
     """Rows of one chunk received so far and not yet written: one array per dataset, and which rows are in."""
 
-    def __init__(self, start: int, rows: int, length: int, regions: bool):
+    def __init__(self, start: int, rows: int, length: int, extra: tuple):
         self.start = start
         self.values: dict[str, np.ndarray] = {}
-        for ds in schema.PER_BASE[:2] + schema.PER_ROW + (schema.REGION_DATASETS if regions else ()):
+        for ds in schema.PER_BASE[:2] + schema.PER_ROW + extra:
             shape = (rows, 4, length) if ds.per_base else (rows,)
             self.values[ds.name] = np.empty(rows, dtype=object) if ds.dtype is schema.STRING else np.zeros(
                 shape, ds.dtype)
@@ -87,6 +88,8 @@ class ResultWriter:
     compression : {"gzip", "lzf", "none"}
     regions : bool
         Whether rows carry genome regions (input was BED); then every :meth:`write` needs ``regions``.
+    variants : bool
+        Whether rows carry variants (pairs of alleles); then every :meth:`write` needs ``variants``.
     force : bool
         Overwrite an existing final file (it is replaced only when the new one is complete).
     resume : bool
@@ -105,11 +108,13 @@ class ResultWriter:
 
     def __init__(self, path: str | os.PathLike, *, n: int, length: int, attrs: Mapping[str, Any] | None = None,
                  chunk_size: int | None = None, compression: str | None = "gzip", regions: bool = False,
-                 force: bool = False, resume: bool = False, lock: bool = True):
+                 force: bool = False, resume: bool = False, lock: bool = True, variants: bool = False):
         self.path = Path(path)
         self.partial = schema.partial_path(self.path)
         self.n, self.length = int(n), int(length)
-        self.has_regions, self.force = bool(regions), bool(force)
+        self.has_regions, self.has_variants, self.force = bool(regions), bool(variants), bool(force)
+        self._extra = (schema.REGION_DATASETS if self.has_regions else ()) + (
+            schema.VARIANT_DATASETS if self.has_variants else ())
         compression = "none" if compression in (None, False) else str(compression).lower()
         self._check_arguments(compression, chunk_size)
         if self.path.exists() and not self.force:
@@ -182,7 +187,7 @@ class ResultWriter:
                 opts.update(compression="gzip", compression_opts=4, shuffle=True)
             elif self.compression == "lzf":
                 opts.update(compression="lzf", shuffle=True)
-            datasets = schema.PER_BASE + schema.PER_ROW + (schema.REGION_DATASETS if self.has_regions else ())
+            datasets = schema.PER_BASE + schema.PER_ROW + self._extra
             for ds in datasets:
                 shape = (self.n, 4, self.length) if ds.per_base else (self.n,)
                 if self.n == 0:  # HDF5 chunks may not be larger than an empty dataset
@@ -287,7 +292,7 @@ class ResultWriter:
     # -- writing
 
     def write(self, start: int, *, raw, hypothetical, names: Sequence[str], predictions, reference_predictions,
-              deltas, regions: Mapping[str, Any] | None = None) -> None:
+              deltas, regions: Mapping[str, Any] | None = None, variants: Mapping[str, Any] | None = None) -> None:
         """Store rows ``[start, start + b)``.
 
         Parameters
@@ -301,8 +306,12 @@ class ResultWriter:
         names : sequence of b str
         predictions, reference_predictions, deltas : array (b,)
         regions : mapping, optional
-            ``chrom``, ``start``, ``end``, ``strand`` arrays of length b (other keys are ignored);
-            required when the writer was made with ``regions=True``.
+            ``chrom``, ``start``, ``end``, ``strand`` arrays of length b and optionally ``line`` (the input
+            lines, for the kept regions file; other keys are ignored); required when the writer was made with
+            ``regions=True``.
+        variants : mapping, optional
+            ``variant_ids``, ``alleles``, ``chrom``, ``pos``, ``ref``, ``alt``, ``offset`` arrays of length b (the
+            :data:`schema.VARIANT_DATASETS`); required when the writer was made with ``variants=True``.
 
         Numpy arrays and CPU or GPU torch tensors are accepted. Rows of a chunk wait in memory until
         the chunk is whole, then the chunk is written and flushed.
@@ -311,7 +320,7 @@ class ResultWriter:
             raise StoreError(f"{self.path}: write after the writer was closed")
         rows = self._check_rows(int(start), raw, hypothetical, names,
                                 {schema.PREDICTIONS: predictions, schema.REFERENCE_PREDICTIONS: reference_predictions,
-                                 schema.DELTAS: deltas}, regions)
+                                 schema.DELTAS: deltas}, regions, variants)
         b = rows[schema.RAW].shape[0]
         pos = 0
         while pos < b:
@@ -321,7 +330,7 @@ class ResultWriter:
             take = min(b - pos, c_stop - row)
             p = self._pending.get(c)
             if p is None:
-                p = self._pending[c] = _Pending(c_start, c_stop - c_start, self.length, self.has_regions)
+                p = self._pending[c] = _Pending(c_start, c_stop - c_start, self.length, self._extra)
             a, e = row - c_start, row - c_start + take
             for name, value in rows.items():
                 p.values[name][a:e] = value[pos:pos + take]
@@ -331,7 +340,7 @@ class ResultWriter:
                 del self._pending[c]
             pos += take
 
-    def _check_rows(self, start, raw, hypothetical, names, values, regions) -> dict[str, np.ndarray]:
+    def _check_rows(self, start, raw, hypothetical, names, values, regions, variants) -> dict[str, np.ndarray]:
         raw, hyp = to_numpy(raw), to_numpy(hypothetical)
         if raw.ndim != 3 or raw.shape[1:] != (4, self.length):
             raise StoreError(f"{self.path}: raw must have shape (b, 4, {self.length}), got {raw.shape}")
@@ -355,18 +364,13 @@ class ResultWriter:
                 raise StoreError(f"{self.path}: {key} must have shape ({b},), got {value.shape}; one target per "
                                  f"result file")
             out[key] = value
-        if self.has_regions:
-            if regions is None:
-                raise StoreError(f"{self.path}: this file has genome regions; write() needs regions=")
-            for key in schema.REGION_FIELDS:
-                if key not in regions:
-                    raise StoreError(f"{self.path}: regions lacks {key!r}; give chrom, start, end and strand")
-                value = to_numpy(regions[key])
-                if value.shape != (b,):
-                    raise StoreError(f"{self.path}: regions[{key!r}] must have shape ({b},), got {value.shape}")
-                out[schema.region_path(key)] = value
-        elif regions is not None:
-            raise StoreError(f"{self.path}: regions given but the writer was made with regions=False")
+        out.update(group_rows(self.path, "regions", regions, self.has_regions, b,
+                               [(k, schema.region_path(k)) for k in schema.REGION_FIELDS]))
+        if self.has_regions:  # the input lines are optional: rows copied from older files have none
+            lines = regions.get(schema.REGION_LINE)
+            out[schema.region_path(schema.REGION_LINE)] = np.asarray([""] * b if lines is None else lines, object)
+        out.update(group_rows(self.path, "variants", variants, self.has_variants, b,
+                               [(schema.variant_field(ds.name), ds.name) for ds in schema.VARIANT_DATASETS]))
         return out
 
     def _flush_chunk(self, c: int, p: _Pending) -> None:
@@ -470,6 +474,7 @@ class ResultWriter:
                                     f"(the results are in {self.partial.name})", argument="output")
         with open(self.partial, "rb+") as handle:
             os.fsync(handle.fileno())
+        write_kept_regions(self.partial, self.path)  # in place before the result: a finished result has it
         os.replace(self.partial, self.path)
         logger.info("wrote %s (%d sequences)", self.path, self.n)
         return self.path

@@ -16,7 +16,7 @@ from dnalift.errors import ModelFormatError, ModelInputError, UntrustedModelErro
 from dnalift.models.export import PT2_HINT, LoadedModel, finish_program, module_to_model, quiet_export
 from dnalift.errors import first_line
 from dnalift.models.signature import parse_layout
-from dnalift.models.files import pickles
+from dnalift.models.files import keras, pickles
 from dnalift.models.files.safetensors import read_safetensors
 from dnalift.models.files.sniff import sha256_file, sniff
 from dnalift.models.files.state_dict import MODULE_ARGUMENTS_HINT, build_module, describe, extract_state_dict
@@ -55,7 +55,8 @@ def load_model(path, *, arch: str | None = None, arch_kwargs: Mapping | str | No
     path : str or os.PathLike
         The model file: ``.pt2`` (``torch.export.save``), TorchScript (``torch.jit.save``), a state_dict
         (``torch.save(model.state_dict())`` or ``.safetensors``) together with ``arch``, or a whole pickled
-        module (``torch.save(model)``, only with ``trust=True``). The format is read from the content.
+        module (``torch.save(model)``, only with ``trust=True``), or a Keras model (``.h5`` with its
+        architecture, ``.keras``; read without TensorFlow). The format is read from the content.
     arch : str, optional
         ``"package.module:Class"`` to build the model a state_dict is loaded into.
     arch_kwargs : mapping or JSON object string, optional
@@ -89,6 +90,11 @@ def load_model(path, *, arch: str | None = None, arch_kwargs: Mapping | str | No
         raise ModelFormatError(f"{where}: no such file; give the path of a PyTorch model (.pt2 from "
                                f"torch.export.save, TorchScript .pt, or a state_dict with arch=)", argument="model")
     if p.is_dir():
+        if (p / "saved_model.pb").exists():
+            raise ModelFormatError(f"{where}: a TensorFlow SavedModel folder, which dnalift does not read (its "
+                                   f"graph is TensorFlow code); where TensorFlow is installed, load it and save the "
+                                   f"Keras model as one file: tf.keras.models.load_model(folder).save('model.h5')",
+                                   argument="model")
         raise ModelFormatError(f"{where}: is a directory, not a model file", argument="model")
     kind, detail = sniff(p)
     log.debug("%s: detected %s (%s)", where, kind, detail)
@@ -211,10 +217,19 @@ def _export_loaded(module: nn.Module, r: _Request, *, fmt: str, arch: str | None
         raise
 
 
+def _load_keras(r: _Request) -> LoadedModel:
+    """A Keras ``.h5`` or ``.keras``, converted to torch modules (:mod:`dnalift.models.files.keras`)."""
+    read = keras.read_keras(r.path, r.where, "keras" if r.detail == "zip" else "h5")
+    converted = keras.convert(read, r.where, input_length=r.input_length)
+    return module_to_model(converted.module, input_shape=converted.row, layout=converted.layout,
+                           control_shapes=converted.controls, path=r.where, fmt="keras", sha256=r.sha256)
+
+
 #: file kind (:func:`dnalift.models.files.sniff.sniff`) -> its loader
 LOADERS = {
     "pt2": _load_pt2,
     "torchscript": _load_torchscript,
     "safetensors": _load_safetensors,
     "torch_pickle": _load_torch_pickle,
+    "keras": _load_keras,
 }

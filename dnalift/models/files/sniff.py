@@ -7,10 +7,12 @@ import struct
 import zipfile
 from pathlib import Path
 
+import h5py
+
 __all__ = ["KINDS", "sniff", "sha256_file", "is_pickle_header"]
 
 #: what :func:`sniff` tells apart (``"error"`` otherwise, with the message as detail)
-KINDS = ("pt2", "torchscript", "torch_pickle", "safetensors")
+KINDS = ("pt2", "torchscript", "torch_pickle", "safetensors", "keras")
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
@@ -29,7 +31,9 @@ def sniff(p: Path) -> tuple[str, object]:
         One of :data:`KINDS`, or ``"error"``.
     detail
         For ``"pt2"`` and ``"torchscript"`` the zip member names; for ``"torch_pickle"`` ``"zip"`` or
-        ``"legacy"``; for ``"error"`` the message saying what the file is instead.
+        ``"legacy"``; for ``"keras"`` ``"h5"`` (an HDF5 file with a ``model_config`` attribute) or ``"zip"`` (a
+        ``.keras`` archive: ``config.json`` with ``metadata.json`` or ``model.weights.h5``); for ``"error"`` the
+        message saying what the file is instead.
     """
     size = p.stat().st_size
     if size == 0:
@@ -41,8 +45,7 @@ def sniff(p: Path) -> tuple[str, object]:
     if is_pickle_header(head):
         return "torch_pickle", "legacy"
     if head.startswith(_HDF5_MAGIC):
-        return "error", ("an HDF5 file (a Keras/TensorFlow model or a result file?), not a PyTorch model; "
-                         "dnalift reads PyTorch models (.pt2, TorchScript, state_dict)")
+        return _sniff_hdf5(p)
     if len(head) >= 10 and head[8:9] == b"{":
         (n,) = struct.unpack("<Q", head[:8])
         if 2 <= n <= size - 8:
@@ -65,6 +68,8 @@ def _sniff_zip(p: Path) -> tuple[str, object]:
             archive_format = zf.read(fmt_member).strip() if fmt_member else b""
     except (zipfile.BadZipFile, OSError, EOFError) as e:
         return "error", f"a damaged zip archive ({e}); the file is truncated or not a model"
+    if "config.json" in names and ("metadata.json" in names or "model.weights.h5" in names):
+        return "keras", "zip"
     if archive_format == b"pt2" or any(n.endswith("models/model.json") for n in names):
         return "pt2", names
     if any("/code/" in n or n.startswith("code/") for n in names) and any(n.endswith("constants.pkl") for n in names):
@@ -74,6 +79,23 @@ def _sniff_zip(p: Path) -> tuple[str, object]:
     shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
     return "error", (f"a zip archive that is not a PyTorch model file (members: {shown}); expected a .pt2 "
                      f"from torch.export.save, TorchScript from torch.jit.save, or torch.save output")
+
+
+def _sniff_hdf5(p: Path) -> tuple[str, object]:
+    """A Keras model (``model_config`` attribute), Keras weights alone, or another HDF5 file."""
+    from dnalift.models.files.keras import h5_reason, weights_only_message
+
+    try:
+        with h5py.File(p, "r") as f:
+            attrs, groups = set(f.attrs), set(f)
+    except OSError as e:
+        return "error", f"a damaged HDF5 file ({h5_reason(e)}); it is truncated or not a model"
+    if "model_config" in attrs:
+        return "keras", "h5"
+    if "layer_names" in attrs or "model_weights" in groups:
+        return "error", weights_only_message()
+    return "error", ("an HDF5 file that is not a model (a dnalift result file?); dnalift reads PyTorch models "
+                     "(.pt2, TorchScript, state_dict) and Keras models (.h5 saved with the architecture, .keras)")
 
 
 def _as_text(head: bytes) -> str | None:

@@ -2,6 +2,7 @@
 
 import ast
 import os
+import re
 import shlex
 import struct
 import zipfile
@@ -14,8 +15,10 @@ SHARDS = [f"{i}-of-{N_SHARDS}" for i in range(1, N_SHARDS + 1)]
 SCORE = config["score"]
 LOGOS = config["logos"]
 MODISCO = config["modisco"]
+FINEMO = config["finemo"]
 DNALIFT = config["dnalift"]
 MODISCO_BIN = config["modisco_bin"]
+FINEMO_BIN = config["finemo_bin"]
 ENV = "../envs/dnalift.yaml"
 #: the choices of the configuration's options, as the schema lists them (tests/workflow/test_workflow.py checks they are
 #: those of dnalift/config.py's enums; the Snakefile does not import dnalift, which may live in another environment)
@@ -27,6 +30,29 @@ REFERENCE_METHODS = next(
 )
 #: the page `modisco report` (full) or `modisco report-simple` writes in its output directory
 REPORT_HTML = f"{OUT}/modisco/report/" + ("report.html" if MODISCO["report"] == "full" else "motifs.html")
+
+
+def fold_models() -> dict:
+    """Model name -> model file: config `model` alone ({"": model}) or `models` (a list names them fold0,
+    fold1, ...)."""
+    model, models = config.get("model"), config.get("models")
+    if bool(model) == bool(models):
+        raise ValueError("config: give either 'model' (one model file) or 'models' (the fold models), not both "
+                         "and not neither; see config/config.yaml")
+    if isinstance(models, list):
+        return {f"fold{i}": path for i, path in enumerate(models)}
+    return dict(models) if models else {"": model}
+
+
+_MODELS = fold_models()
+#: fold name -> model file with several models; empty with one, whose shards and merged file are in outdir/
+FOLDS = _MODELS if len(_MODELS) > 1 else {}
+#: the one model (None with folds)
+MODEL = None if FOLDS else next(iter(_MODELS.values()))
+#: where a fold's shards and merged file go: outdir/folds/<fold>/ (outdir/ itself with one model)
+FOLD_DIR = f"{OUT}/folds/{{fold}}" if FOLDS else OUT
+#: the scores everything after the scoring reads: the merged file, or the folds' average
+SCORES = f"{OUT}/scores.h5"
 
 USE_REGIONS = bool(config.get("regions"))
 if USE_REGIONS == bool(config.get("fasta")):
@@ -43,6 +69,32 @@ if USE_REGIONS and not (config.get("genome") and config.get("width")):
 wildcard_constraints:
     shard=r"\d+-of-\d+",
     rank=r"\d+",
+    fold="|".join(re.escape(name) for name in FOLDS) or "none",
+
+
+def kept_regions(h5: str) -> str:
+    """The kept regions file dnalift writes beside a result scored from regions (the input lines of its rows):
+    OUT.regions.narrowPeak for a *.narrowPeak(.gz) input, else OUT.regions.bed (dnalift.io.store.schema's
+    kept_regions_path and regions_format; tests/workflow/test_workflow.py keeps them equal)."""
+    name = os.path.basename(str(config["regions"])).lower()
+    suffix = ".regions.narrowPeak" if name.endswith((".narrowpeak", ".narrowpeak.gz")) else ".regions.bed"
+    return h5[: -len(".h5")] + suffix
+
+
+def scores_outputs(h5: str) -> dict:
+    """The outputs of a merge or an average: the result (``h5``) and, with regions input, its kept regions."""
+    return {"h5": h5, "kept": kept_regions(h5)} if USE_REGIONS else {"h5": h5}
+
+
+def fold_model(wildcards) -> str:
+    """The model of a shard job's fold (the one model without folds)."""
+    return FOLDS[wildcards.fold] if FOLDS else MODEL
+
+
+def fold_shards(wildcards) -> list:
+    """The shard files of one fold (of the one model without folds)."""
+    folder = FOLD_DIR.format(fold=wildcards.fold) if FOLDS else OUT
+    return [f"{folder}/shards/scores.{shard}.h5" for shard in SHARDS]
 
 
 def q(value):
@@ -142,24 +194,13 @@ def logo_files(wildcards):
 
 
 def all_outputs():
-    targets = [f"{OUT}/scores.h5"]
+    targets = [SCORES]
     if LOGOS["top_k"] > 0:
         targets.append(f"{OUT}/logos/done.txt")
     if MODISCO["enabled"]:
         targets.append(REPORT_HTML)
+        if FINEMO["enabled"]:
+            targets.append(f"{OUT}/finemo/hits/hits.tsv")
     if USE_REGIONS and config["bigwig"]:
         targets.append(f"{OUT}/scores.bw")
     return targets
-
-
-def report_command():
-    """`modisco report` (full) or `modisco report-simple` and their options; with modisco.meme_db, match the
-    patterns to its motifs."""
-    if MODISCO["report"] == "full":
-        cmd = f"report --n_examples {MODISCO['n_examples']}"
-    else:
-        cmd = "report-simple"
-    if MODISCO.get("meme_db"):
-        cmd += f" -m {q(MODISCO['meme_db'])} -n {MODISCO['n_matches']}"
-        cmd += " -l" if MODISCO["tomtom"] == "lite" else ""
-    return cmd

@@ -49,8 +49,10 @@ rule modisco_motifs:
 
 
 rule modisco_report:
-    """`modisco report` (or report-simple): an HTML page of the patterns (CWM logos, seqlet counts); with
-    modisco.meme_db, their closest known motifs (tomtom-lite by default, which needs no MEME suite)."""
+    """TF-MoDISco lite's report (`modisco report`, or report-simple): an HTML page of the patterns (CWM logos,
+    seqlet counts); with modisco.meme_db, their closest known motifs with their logos (tomtom-lite by default,
+    which needs no MEME suite), each pattern named after its matches. scripts/modisco_report.py gives the
+    database one-word motif names first, which the report needs to find each match's logo."""
     input:
         h5=f"{OUT}/modisco/modisco_results.h5",
         meme_db=MODISCO.get("meme_db") or [],
@@ -59,10 +61,11 @@ rule modisco_report:
     log:
         f"{OUT}/logs/modisco_report.log",
     params:
-        modisco=MODISCO_BIN,
-        outdir=lambda wildcards, output: os.path.dirname(output[0]),
-        command=report_command(),
+        kind=MODISCO["report"],
+        n_matches=MODISCO["n_matches"],
+        tomtom=MODISCO["tomtom"],
+        n_examples=MODISCO["n_examples"],
     conda:
         ENV
-    shell:
-        "{params.modisco} {params.command} -i {input.h5:q} -o {params.outdir:q} -s ./ > {log:q} 2>&1"
+    script:
+        "../scripts/modisco_report.py"

@@ -17,9 +17,12 @@ What it relies on, all of it documented by ``dnalift score``: the partial file's
 ``command_line`` (the command as typed, ``dnalift score ...``) and ``created`` (ISO 8601 time it was
 started), ``--resume`` refusing a partial file made with other options and ``--force`` starting afresh. Any
 difference of the command besides ``--resume``/``--force`` and verbosity counts as a change. When the partial
-file cannot be read (damaged, or held by a live run), ``--resume`` is used and ``dnalift score`` decides: it
-starts over from a damaged file and refuses to touch a live one. The decision and the command are the first
-lines of the job's log.
+file cannot be read (damaged), ``--resume`` is used and ``dnalift score`` decides: it starts over from a damaged
+file. The decision and the command are the first lines of the job's log.
+
+A dnalift run still writing the output (a shard job of a Snakemake that was killed: the job runs on, holding
+dnalift's lock ``.OUT.h5.lock``) is waited for first, with a line in the log naming its process; when it has
+finished the output with the same command, nothing is left to do, otherwise the decision above follows.
 
 A ``script:`` rather than a shell command calling this file, so that no path of the workflow's own files is
 part of what Snakemake records for a job (moving the workflow reruns nothing); Snakemake reruns the shards when
@@ -33,6 +36,7 @@ import difflib
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 
 #: options that change how a run reports or starts, not what it computes
@@ -137,15 +141,86 @@ def decide(command: list[str], *, inputs: list[str], restart: bool) -> tuple[str
     return "--resume", f"{partial} was made by the same command: finishing it"
 
 
+def lock_path(output: str) -> Path:
+    """The lock `dnalift score -o OUT.h5` holds while it runs: ``.OUT.h5.lock`` beside the output."""
+    path = Path(output)
+    return path.with_name(f".{path.name}.lock")
+
+
+def live_run(output: str) -> str | None:
+    """The process id (or "unknown") of a dnalift run holding the output's lock, or None when none does.
+
+    dnalift holds an exclusive ``flock`` on the lock file for its whole run; the system drops it when the process
+    ends, however it ends. The lock file is never made here (a missing one means no run)."""
+    import fcntl
+
+    try:
+        fd = os.open(lock_path(output), os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        return pid if pid.isdigit() else "unknown"
+    finally:
+        os.close(fd)  # closing drops a lock taken here
+    return None
+
+
+def wait_for_live_run(output: str, *, poll: float = 10.0, earlier_log: str | None = None) -> None:
+    """Wait while another dnalift run writes ``output`` (a shard job left running by a killed Snakemake: it goes
+    on, and would refuse this job's run), saying so in the log first."""
+    pid = live_run(output)
+    if pid is None:
+        return
+    where = f"; its log goes on in {earlier_log}" if earlier_log else ""
+    print(f"resume_or_restart: {output} is being written by another dnalift run (process {pid}, e.g. a shard job "
+          f"of a Snakemake that was killed){where}; waiting for it to end. To stop it instead: kill {pid} (its "
+          f"complete chunks are kept and this job finishes them)", flush=True)
+    while live_run(output) is not None:
+        time.sleep(poll)
+    print("resume_or_restart: that run has ended", flush=True)
+
+
+def left_by_earlier_run(command: list[str], *, inputs: list[str]) -> str | None:
+    """When the output exists (Snakemake removes it before the job, so a run of an earlier Snakemake finished it
+    while this job waited): ``"done"`` if that run had this very command and no input changed since it started,
+    else ``"--force"`` (it is replaced). None when there is no output."""
+    output = Path(output_of(command))
+    if not output.exists():
+        return None
+    attrs = read_partial(output) or {}
+    recorded, started = attrs.get("command_line"), _timestamp(attrs.get("created"))
+    same = recorded is not None and comparable(shlex.split(recorded)[1:]) == comparable(command)
+    changed = started is None or any(os.path.exists(name) and os.path.getmtime(name) > started + MTIME_SLACK_S
+                                     for name in inputs)
+    return "done" if same and not changed else "--force"
+
+
 def run_job(smk) -> None:
-    """Compose the job's command, decide, write both to the log and replace this process with the command."""
+    """Compose the job's command, wait for a live run on its output, decide, write the decision and the command
+    to the log and replace this process with the command."""
     command = [*shlex.split(smk.params.dnalift), "score", smk.input.model, *shlex.split(smk.params.sequences),
                *shlex.split(smk.params.options), "--shard", smk.wildcards.shard, "-o", smk.output[0]]
-    flag, reason = decide(command, inputs=list(smk.input), restart=not smk.config["score"]["resume"])
+    earlier_log = None
+    if live_run(smk.output[0]) is not None and os.path.exists(smk.log[0]):
+        earlier_log = smk.log[0] + ".earlier"  # that run writes on to its log: moved out of this job's way
+        os.replace(smk.log[0], earlier_log)
     log = os.open(smk.log[0], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
+    wait_for_live_run(smk.output[0], earlier_log=earlier_log)
+    left = left_by_earlier_run(command, inputs=list(smk.input))
+    if left == "done":
+        print(f"resume_or_restart: {smk.output[0]} was finished by that run, with this command: nothing to do",
+              flush=True)
+        return
+    if left is not None:
+        flag, reason = left, f"{smk.output[0]} was finished by that run with other options or inputs: replacing it"
+    else:
+        flag, reason = decide(command, inputs=list(smk.input), restart=not smk.config["score"]["resume"])
     print(f"resume_or_restart: {reason} ({flag})", flush=True)
     print(f"command: {shlex.join(command + [flag])}", flush=True)
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(smk.threads)
