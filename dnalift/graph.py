@@ -41,14 +41,20 @@ def op_name(target) -> str:
 
 
 def source_line(node: torch.fx.Node) -> str:
-    """The line of the model's code that made ``node``, as ``file.py:LINE: code``, or ``graph node NAME``."""
+    """The line of the model's code that made ``node``, as ``file.py:LINE: code`` (``file.py:LINE, in forward``
+    where only the line is known, as in a TorchScript trace), or ``graph node NAME`` and that the model records
+    no source line for it."""
     trace = node.meta.get("stack_trace") or ""
-    frames = re.findall(r'File "([^"]+)", line (\d+), in \S+\n\s*(.*)', trace)
+    frames = re.findall(r'File "([^"]+)", line (\d+), in (\S+)\n[ \t]*(.*)', trace)
     outside_torch = [f for f in frames if _TORCH_DIR not in f[0]]  # the model's line, not torch's F.linear
     if outside_torch or frames:
-        path, line, code = (outside_torch or frames)[-1]
-        return f"{path.rsplit('/', 1)[-1]}:{line}: {code.strip()}"
-    return f"graph node {node.name}"
+        path, line, function, code = (outside_torch or frames)[-1]
+        if function == "<archive>":  # a TorchScript file's stored code (models.script_source), not the source
+            return (f"graph node {node.name} (the model file records no source line for it; its TorchScript "
+                    f"code: {path}:{line}: {code.strip()})")
+        where = f"{path.rsplit('/', 1)[-1]}:{line}"
+        return f"{where}: {code.strip()}" if code.strip() else f"{where}, in {function}"
+    return f"graph node {node.name} (the model file records no source line for it)"
 
 
 def key_name(path) -> str:

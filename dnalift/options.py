@@ -123,11 +123,14 @@ class ReferenceMethod(Choice):
 
 
 class Layout(Choice):
-    """The model's input layout: channels first (n, 4, length) or channels last (n, length, 4)."""
+    """The model's input layout (:mod:`dnalift.models.layouts`): found by running the model (``auto``), channels
+    first ``(n, 4, length)`` (``ncl``), channels last ``(n, length, 4)`` (``nlc``), or channels first with a
+    height of 1, ``(n, 4, 1, length)``, as Conv2d models such as DeepSEA and Beluga take (``nc1l``)."""
 
     AUTO = "auto"
     NCL = "ncl"
     NLC = "nlc"
+    NC1L = "nc1l"
 
 
 class ControlInputs(Choice):

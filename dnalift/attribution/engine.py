@@ -33,6 +33,7 @@ from dnalift.attribution.plan import Plan, compile_plan, describe as describe_pl
 from dnalift.attribution.precision import arithmetic, dtype_of, lower_dtype
 from dnalift.attribution.runner import Runner
 from dnalift.attribution.targets import Target, output_table, resolve_targets
+from dnalift.models import layouts
 from dnalift.options import ControlInputs, MaxRule, Mode
 from dnalift.errors import ConservationWarning, ModelInputError, ReferenceInputError
 
@@ -80,11 +81,16 @@ def program_of(model, example_shape: tuple):
     Returns
     -------
     program : torch.export.ExportedProgram
-    layout : {"NCL", "NLC"}
+    layout : {"NCL", "NLC", "NC1L"}
+        The model's input layout (:mod:`dnalift.models.layouts`).
     unit_names : tuple of str or None
     """
     if isinstance(model, torch.export.ExportedProgram):
-        return model, "NCL", None
+        from dnalift.models.export import cells_program
+        from dnalift.models.signature import program_inputs
+
+        row = program_inputs(model, "the program").row
+        return cells_program(model), layouts.detect(row) or "NCL", None  # recurrent layers written out as cells
     if isinstance(model, torch.nn.Module):
         from dnalift.models.export import program_for_module
 
@@ -202,9 +208,11 @@ def attribute(model, X, references, *, target=0, rule: str = "rescale", max_rule
         The model. An nn.Module is exported first (with its input shape taken from ``X``), once while its
         parameters do not change.
     X : array or Tensor (n, 4, length)
-        One-hot sequences (or any input of shape (n, ...)).
+        One-hot sequences (or any input of shape (n, ...)), in dnalift's layout ``(n, 4, length)`` or in the
+        model's own (``(n, length, 4)``, ``(n, 4, 1, length)``: :mod:`dnalift.models.layouts`); the results
+        have the layout of ``X``.
     references : array or Tensor (n, r, 4, length) or (r, 4, length)
-        References per sequence, or one set shared by all sequences.
+        References per sequence, or one set shared by all sequences, in the layout of ``X``.
     target : int, str, callable, Target, or a list of them
         What to explain (:mod:`dnalift.attribution.targets`): an output index, an output name or
         ``NAME:INDEX``, ``"counts"``, ``"profile"``, ``"profile-fixed"``, or a function of the output that is
@@ -249,14 +257,10 @@ def attribute(model, X, references, *, target=0, rule: str = "rescale", max_rule
     X, R = _check_inputs(X, references, dtype)
     n, r = X.shape[0], R.shape[1]
     program, layout, unit_names = program_of(model, tuple(X.shape[1:]))
-    if layout == "NLC":
-        X, R = X.transpose(-1, -2), R.transpose(-1, -2)
     plan = plan_for(program, mode=rule, max_rule=max_rule, allow_gradient=allow_gradient)
     for note in plan.notes:
         log.warning(note)
-    if plan.input_shape and tuple(X.shape[1:]) != plan.input_shape:
-        raise ModelInputError(f"the model takes inputs of shape (n, {', '.join(map(str, plan.input_shape))}) "
-                              f"but the data has shape {tuple(X.shape)}", argument="X")
+    X, R, converted = _in_model_layout(X, R, layout, plan.input_shape)
     if plan.control_inputs and control_inputs is ControlInputs.REFUSE:
         raise ModelInputError(f"the model takes {len(plan.control_inputs)} input(s) beside the sequence "
                               f"({', '.join(c[0] for c in plan.control_inputs)}); give control_inputs='zeros' to "
@@ -278,10 +282,30 @@ def attribute(model, X, references, *, target=0, rule: str = "rescale", max_rule
             sums.add(seqs, refs, inputs, multipliers, on_inputs, on_refs, pairing)
             if ref_slice.stop == r and progress is not None:
                 progress(seqs.stop)
-    result = sums.result(r, layout, rule, max_rule, [t.label for t in targets])
+    result = sums.result(r, layout if converted else None, rule, max_rule, [t.label for t in targets])
     _warn_deltas(result.deltas, result.predictions - result.reference_predictions, precision, delta_tolerance,
                  names=names, max_rule=max_rule, let_through=gradient_ops(plan))
     return _single(result) if single else result
+
+
+def _in_model_layout(X, R, layout: str, row: tuple):
+    """``X`` and ``R`` in the model's layout, and whether they were turned into it from dnalift's
+    ``(n, 4, length)`` (:mod:`dnalift.models.layouts`); data already in the model's layout stays as it is.
+
+    Raises
+    ------
+    ModelInputError
+        The data fits neither, naming the shape it has.
+    """
+    given = layouts.data_layout(tuple(X.shape), row, layout) if row else "dnalift"
+    if given is None:
+        shown = ", ".join(map(str, row))
+        also = "" if layout == "NCL" else f", or (n, 4, {layouts.length_of(row, layout)}) (dnalift's layout)"
+        raise ModelInputError(f"the model takes inputs of shape (n, {shown}) ({layouts.describe(layout)}){also}; "
+                              f"the data has shape {tuple(X.shape)}", argument="X")
+    if given == "model":
+        return X, R, False
+    return layouts.to_model(X, layout), layouts.to_model(R, layout), True
 
 
 def _targets(plan, target, unit_names, where):
@@ -301,9 +325,9 @@ class _Sums:
         size = n * n_targets * X[:1].numel() * torch.tensor([], dtype=dtype).element_size() * 2
         self.device = device if size <= DEVICE_SUMS else torch.device("cpu")
         self.contributions = torch.zeros((n, n_targets) + tuple(X.shape[1:]), dtype=dtype, device=self.device)
-        one_hot_axis = X.dim() >= 3 and (X.shape[1] == 4 if layout == "NCL" else X.shape[-1] == 4)
+        self.channel = layouts.channel_axis(layout)
+        one_hot_axis = X.dim() >= 3 and X.shape[self.channel] == 4
         self.hypotheticals = torch.zeros_like(self.contributions) if one_hot_axis else None
-        self.channel = 1 if layout == "NCL" else -1
         self.predictions = torch.zeros((n, n_targets), dtype=dtype, device=self.device)
         self.reference_sums = torch.zeros((n, n_targets), dtype=dtype, device=self.device)
 
@@ -326,9 +350,9 @@ class _Sums:
         hypotheticals = self.hypotheticals / r if self.hypotheticals is not None else None
         reference_predictions = self.reference_sums / r
         deltas = contributions.flatten(2).sum(-1) - (self.predictions - reference_predictions)
-        if layout == "NLC":
-            contributions = contributions.transpose(-1, -2)
-            hypotheticals = hypotheticals.transpose(-1, -2) if hypotheticals is not None else None
+        if layout is not None:  # back to (n, targets, 4, length)
+            contributions = layouts.from_model(contributions, layout)
+            hypotheticals = layouts.from_model(hypotheticals, layout) if hypotheticals is not None else None
         return Attribution(contributions.contiguous(),
                            None if hypotheticals is None else hypotheticals.contiguous(),
                            self.predictions, reference_predictions, deltas, rule, max_rule, labels)

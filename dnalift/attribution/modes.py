@@ -10,9 +10,10 @@ Modes
     The original DeepLIFT code's default for DNA models: Rescale on a nonlinearity whose input comes from a
     convolution, RevealCancel on one whose input comes from a dense layer (registry role ``DENSE``: ``linear``,
     ``addmm``, ``mm``/``matmul``/``bmm`` with a constant weight). "Comes from" looks back through ops of role
-    ``PASS`` that have one input-dependent argument (bias, scaling, batch norm, views, dropout). A nonlinearity
-    fed by anything else (the input itself, a max pool, another nonlinearity, a product, a residual add of two
-    branches) gets Rescale.
+    ``PASS`` (bias, scaling, batch norm, views, dropout, sums); where paths join in a sum, all of them must come
+    from dense layers (a recurrent gate's ``W_ih x_t + W_hh h``). A nonlinearity fed by anything else (the input
+    itself, a max pool, another nonlinearity, a product, a residual add of a layer and its input) gets
+    Rescale.
 
 A step's difference is carried as positive and negative parts (``needs_split``) when a RevealCancel unit reads
 it, directly or through ops that route parts; weighted layers, composite ops and the gradient fallback split
@@ -65,16 +66,19 @@ def _reads_parts(user) -> bool:
     return user.needs_split
 
 
-def _feeding_layer(step, producers) -> Role | None:
-    current = step
-    while True:
-        parents = _dependent_parents(current, producers)
-        if len(parents) != 1:
-            return None
-        parent = parents[0]
+def _feeding_layer(step, producers, memo=None) -> Role | None:
+    """``DENSE`` or ``CONV`` when every input-dependent path into ``step`` comes, through ``PASS`` ops, from a layer
+    of that role (one path, or several that join in a sum as a recurrent cell's ``W_ih x_t + W_hh h``)."""
+    memo = {} if memo is None else memo
+    if step.node.name in memo:
+        return memo[step.node.name]
+    roles = set()
+    for parent in _dependent_parents(step, producers):
         if parent.role in (Role.DENSE, Role.CONV):
-            return parent.role
-        if parent.role is Role.PASS and parent.kind == "linear":
-            current = parent
-            continue
-        return None
+            roles.add(parent.role)
+        elif parent.role is Role.PASS and parent.kind in ("linear", "meta"):
+            roles.add(_feeding_layer(parent, producers, memo))
+        else:
+            roles.add(None)
+    memo[step.node.name] = role = roles.pop() if len(roles) == 1 else None
+    return role

@@ -26,6 +26,9 @@ from dnalift.options import MaxRule, Mode
 from dnalift.errors import ModelInputError, UnsupportedOp, UnsupportedOpError
 from dnalift.graph import key_name
 from dnalift.graph import source_line as source_of
+from dnalift.models.recurrent import RECURRENT_OPS
+
+_CELLS = {op_name(op) for op in RECURRENT_OPS}  # written out as cells by the export: never in a plan
 
 _GRADIENT = Gradient()
 
@@ -410,7 +413,8 @@ def _allow_notes(g: _Graph, allow: tuple) -> list[str]:
         if name in used:
             continue
         if name not in occurring:
-            notes.append(f"allow_gradient: aten.{name} does not occur in the model")
+            cells = ", or is written out as its cells, whose ops have DeepLIFT rules" if name in _CELLS else ""
+            notes.append(f"allow_gradient: aten.{name} does not occur in the model{cells}")
         elif any(p.op == name and not p.allowable for p in g.problems):
             notes.append(f"allow_gradient: aten.{name} cannot be let through with gradients")
         else:

@@ -56,8 +56,9 @@ SCORING_OPTIONS = (
                       "sequence's softmax held fixed). Repeat to score several targets in one pass (one file "
                       "each)."),
     click.option("--layout", type=click.Choice(Layout.values()), default="auto", show_default=True,
-                 help="The model's input layout: channels first (n, 4, L), channels last (n, L, 4) as Enformer "
-                      "takes, or auto (found by running the model)."),
+                 help="The model's input layout: ncl channels first (n, 4, L); nlc channels last (n, L, 4) as "
+                      "Enformer takes; nc1l (n, 4, 1, L) as Conv2d models such as Kipoi's DeepSEA and Beluga "
+                      "take; auto found by running the model. Scores are written (n, 4, L) whatever the layout."),
     click.option("--control-inputs", type=click.Choice(ControlInputs.values()), default="zeros", show_default=True,
                  help="What inputs after the sequence get (control tracks, bpnet-lite's X_ctl): zeros, as "
                       "`bpnet attribute` does, or refuse such models."),

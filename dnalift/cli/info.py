@@ -59,14 +59,13 @@ def info(model, rule, max_rule, input_length, layout, arch, arch_kwargs, trust_m
         raise click.UsageError("--arch-kwargs needs --arch")
     from dnalift.attribution.engine import describe, outputs_of
     from dnalift.errors import UnsupportedOpError
-    from dnalift.models import load_model
+    from dnalift.models import layouts, load_model
 
     m = load_model(model, arch=arch, arch_kwargs=arch_kwargs, trust=trust_model, input_length=input_length,
                    layout=layout)
     shape = ", ".join("L" if d is None else str(d) for d in m.input_shape)
     click.echo(f"model:   {model} ({m.format}, sha256 {m.sha256[:16]}...)")
-    layout = "channels A,C,G,T first" if m.layout == "NCL" else "channels A,C,G,T last"
-    click.echo(f"input:   (n, {shape}) {layout}; sequence length {m.input_length or 'free'}")
+    click.echo(f"input:   (n, {shape}) {layouts.describe(m.layout)}; sequence length {m.input_length or 'free'}")
     for i, control in enumerate(m.control_shapes, 2):
         dims = ", ".join(map(str, control))
         click.echo(f"input {i}: (n, {dims}) a control input: zeros when scored (--control-inputs zeros), "

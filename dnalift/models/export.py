@@ -10,7 +10,8 @@ Every model dnalift scores ends up as a :class:`torch.export.ExportedProgram`, h
   output pytree), each with a row per sequence;
 - it holds only ATen ops in evaluation mode: dropout and batch norm of a program exported in training mode are
   switched to eval mode, disabled autocast regions are inlined, and the size arithmetic that a TorchScript trace
-  records as tensor ops is done on the sizes (:mod:`dnalift.models.passes`).
+  records as tensor ops is done on the sizes (:mod:`dnalift.models.passes`); recurrent layers (LSTM, GRU, RNN)
+  are written out as their cell equations (:mod:`dnalift.models.recurrent`).
 
 :func:`from_module` exports an in-memory ``nn.Module`` (or ``ScriptModule``); :func:`program_for_module` does the
 same once per module and input shape (a cache that does not keep the module alive and notices changed
@@ -33,6 +34,7 @@ import torch.nn as nn
 import torch.utils._pytree as pytree
 
 from dnalift.models import passes as export_passes
+from dnalift.models import recurrent, script_source
 from dnalift.models import signature as inputs
 from dnalift.options import Layout
 from dnalift.errors import ModelFormatError, ModelInputError
@@ -40,7 +42,7 @@ from dnalift.models.signature import check_input
 from dnalift.models.loaded import FORMATS, LoadedModel
 
 __all__ = ["FORMATS", "PT2_EXPORT_CODE", "PT2_HINT", "LoadedModel", "from_module", "from_program",
-           "program_for_module", "check_input", "export_module", "reexport", "convert_script_module",
+           "program_for_module", "cells_program", "check_input", "export_module", "reexport", "convert_script_module",
            "check_conversion", "unlift", "sha256_of_module", "sha256_of_program", "quiet_export"]
 
 log = logging.getLogger(__name__)
@@ -133,6 +135,26 @@ def program_for_module(module: nn.Module, input_shape=None, **options) -> Loaded
 
 
 _EXPORTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def cells_program(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """``program`` itself, or, when it has recurrent layers, the program exported again with them written out as
+    cells (:mod:`dnalift.models.recurrent`), once per program (cached without keeping it alive).
+
+    For an ``ExportedProgram`` given to the engine directly, which does not go through :func:`from_program`.
+    """
+    if not recurrent.recurrent_nodes(program.graph):
+        return program
+    cached = _CELLS.get(program)
+    if cached is None:
+        spec = inputs.program_inputs(program, "<program>")
+        row, controls = inputs.fixed_rows(spec, None, "<program>")
+        cached = reexport(unlift(program), row, control_shapes=controls, dtype=spec.dtype, where="<program>")
+        _CELLS[program] = cached
+    return cached
+
+
+_CELLS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _options_key(input_shape, options: Mapping) -> tuple:
@@ -272,6 +294,7 @@ def reexport(gm: torch.fx.GraphModule, input_shape, *, control_shapes=(), dtype=
     export_passes.scalarize_shape_arithmetic(gm)
     export_passes.inline_autocast(gm, where)
     export_passes.force_eval(gm, where)
+    recurrent.unroll_recurrent(gm)
     return export_module(gm, input_shape, control_shapes=control_shapes, dtype=dtype, where=where)
 
 
@@ -283,7 +306,7 @@ def convert_script_module(ts, row, controls=(), *, dtype=torch.float32,
     try:
         import torch._export.converter as ts_converter
 
-        with quiet_export():
+        with quiet_export(), script_source.keep_source_lines():
             converted = ts_converter.TS2EPConverter(ts, example).convert()
     except Exception as e:
         raise ModelFormatError(f"{where}: cannot convert this TorchScript model to a torch.export graph "

@@ -39,7 +39,8 @@ class LoadedModel:
     output_shape : tuple
         Shape of one row of the first output, e.g. ``(1,)`` or ``(targets,)``.
     layout : str
-        ``"NCL"`` when the model takes ``(n, 4, length)``, ``"NLC"`` when it takes ``(n, length, 4)``.
+        ``"NCL"`` when the model takes ``(n, 4, length)``, ``"NLC"`` when it takes ``(n, length, 4)``, ``"NC1L"``
+        when it takes ``(n, 4, 1, length)`` (:mod:`dnalift.models.layouts`).
     normalized : bool
         True once :func:`dnalift.normalize.weights.normalize_first_layer` has mean-normalised the first layer.
     input_dtype : torch.dtype
@@ -80,9 +81,9 @@ class LoadedModel:
     @property
     def input_length(self) -> int | None:
         """Sequence length the model takes (None if free)."""
-        if len(self.input_shape) != 2:
-            return None
-        return self.input_shape[1] if self.layout == "NCL" else self.input_shape[0]
+        from dnalift.models.layouts import length_of
+
+        return length_of(tuple(self.input_shape), self.layout) if self.layout else None
 
     @property
     def n_outputs(self) -> int:

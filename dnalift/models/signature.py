@@ -18,7 +18,9 @@ import torch.utils._pytree as pytree
 from torch.export.graph_signature import InputKind, OutputKind, TensorArgument
 from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
 
+from dnalift.models import layouts
 from dnalift.models import passes as export_passes
+from dnalift.models.recurrent import recurrent_nodes
 from dnalift.options import Layout
 from dnalift.errors import ModelFormatError, ModelInputError, first_line
 from dnalift.graph import key_name
@@ -74,15 +76,18 @@ def find_input_spec(module: nn.Module, *, input_shape=None, input_length=None, l
 
 
 def _candidate_rows(module, input_shape, input_length, wanted: Layout, where: str) -> list[tuple]:
+    """The rows to try: ``input_shape`` first, then its length in the other layouts (``layout="auto"``)."""
     if input_shape is not None:
         shape = tuple(int(d) for d in input_shape)
+        found = layouts.detect(shape)
+        if found is None:
+            if wanted == Layout.AUTO:
+                return [shape]
+            raise ModelInputError(f"{where}: input_shape {shape} is none of (4, length), (length, 4), (4, 1, length), "
+                                  f"as layout={str(wanted)!r} needs", argument="input_shape")
+        length = layouts.length_of(shape, found)
         if wanted == Layout.AUTO:
-            flipped = shape[::-1]
-            return [shape, flipped] if len(shape) == 2 and 4 in shape and flipped != shape else [shape]
-        if len(shape) != 2 or 4 not in shape:
-            raise ModelInputError(f"{where}: input_shape {shape} is neither (4, length) nor (length, 4), as "
-                                  f"layout={str(wanted)!r} needs", argument="input_shape")
-        length = shape[1] if shape[0] == 4 else shape[0]
+            return [shape] + [row for row in (layouts.row_of(x, length) for x in layouts.LAYOUTS) if row != shape]
     else:
         length = input_length or length_attribute(module)
         if length is None:
@@ -91,8 +96,8 @@ def _candidate_rows(module, input_shape, input_length, wanted: Layout, where: st
                                   reason="unknown_length")
         length = int(length)
         if wanted == Layout.AUTO:
-            return [(4, length), (length, 4)]
-    return [(4, length) if wanted == Layout.NCL else (length, 4)]
+            return [layouts.row_of(x, length) for x in layouts.LAYOUTS]
+    return [layouts.row_of(str(wanted).upper(), length)]
 
 
 def _control_rows(module, row: tuple, control_shapes, where: str) -> tuple:
@@ -102,7 +107,7 @@ def _control_rows(module, row: tuple, control_shapes, where: str) -> tuple:
     extra = _further_inputs(module)
     if not extra:
         return ()
-    channels_last = len(row) == 2 and row[1] == 4 and row[0] != 4
+    channels_last = layouts.detect(row) == "NLC" and row[0] != 4
     length = (row[0] if channels_last else row[-1]) if row else 0
     tracks = _int_attribute(module, (CONTROL_ATTRIBUTE,))
     rows = []
@@ -230,6 +235,8 @@ def reexport_reasons(ep: torch.export.ExportedProgram, spec: ProgramInputs, inpu
     if (any(free_unbacked_symbols(d) for value in _output_values(ep) for d in value.shape)
             or export_passes.tensor_reads(ep.graph)):
         needs.append("sizes computed from the input's shape")
+    if recurrent_nodes(ep.graph):
+        needs.append("recurrent layers written out as cells")
     return needs
 
 
@@ -302,16 +309,30 @@ def program_outputs(ep: torch.export.ExportedProgram, batch, where: str) -> dict
 
 
 def layout_of(row: tuple, wanted: Layout, where: str) -> str:
-    """``"NLC"`` for a ``(length, 4)`` row (``layout="auto"``), else ``"NCL"``; a given layout is checked."""
-    channels_last = len(row) == 2 and row[1] == 4 and row[0] != 4
-    channels_first = len(row) == 2 and row[0] == 4 and row[1] != 4
-    if wanted == Layout.NCL and channels_last or wanted == Layout.NLC and channels_first:
-        shown = ", ".join("L" if d is None else str(d) for d in row)
-        raise ModelInputError(f"{where}: the model takes rows ({shown}), not the layout={str(wanted)!r} it was "
+    """The layout of a model row (:mod:`dnalift.models.layouts`: ``"NCL"``, ``"NLC"``, ``"NC1L"``; ``"NCL"`` for
+    a row that is none of them, which :func:`check_input` explains); a given layout is checked."""
+    found = layouts.detect(row)
+    if wanted != Layout.AUTO and found is not None and found != str(wanted).upper():
+        raise ModelInputError(f"{where}: the model takes rows {_shown(row)}, not the layout={str(wanted)!r} it was "
                               f"given; pass layout='auto'", argument="layout")
-    if wanted == Layout.NLC or (wanted == Layout.AUTO and channels_last):
-        return "NLC"
-    return "NCL"
+    if wanted != Layout.AUTO:
+        return str(wanted).upper()
+    return found or "NCL"
+
+
+def _data_length(shape: tuple, mshape: tuple, layout: str) -> int | None:
+    """The sequence length of data of ``shape``: a batch or a row in the model's layout (it fits the model's row)
+    or in dnalift's ``(n, 4, length)``; None when it is none of these."""
+    for batch in ((shape, (1, *shape)) if len(shape) == len(mshape) + 1 else ((1, *shape),)):
+        if layouts.data_layout(batch, mshape, layout) == "model":
+            return layouts.length_of(batch[1:], layout)
+    if len(shape) in (2, 3) and shape[-2] == 4:
+        return shape[-1]
+    return None
+
+
+def _shown(shape) -> str:
+    return "(" + ", ".join("L" if d is None else str(d) for d in shape) + ")"
 
 
 def check_input(model, shape) -> None:
@@ -321,33 +342,29 @@ def check_input(model, shape) -> None:
     ----------
     model : dnalift.models.export.LoadedModel
     shape : tuple of int
-        Shape of the data: one row ``(4, length)`` or a batch ``(n, 4, length)`` (dnalift's layout, whatever
-        the model's; the pipeline transposes for ``layout="NLC"`` models).
+        Shape of the data: a batch ``(n, 4, length)`` in dnalift's layout (the engine turns it into the model's
+        layout, :mod:`dnalift.models.layouts`) or ``(n, ...)`` in the model's own layout; or one row of either.
     """
     shape = tuple(int(d) for d in shape)
-    if len(shape) == 3:
-        shape = shape[1:]
     name = model.path or "<module>"
-    if len(shape) != 2 or shape[0] != 4:
-        raise ModelInputError(f"{name}: one-hot data must have rows of shape (4, length), got {shape}")
-    length = shape[1]
     mshape = tuple(model.input_shape)
-    shown = "(" + ", ".join("L" if d is None else str(d) for d in mshape) + ")"
-    if len(mshape) != 2:
+    layout = model.layout if layouts.detect(mshape) is not None else None
+    if layout is None:
+        why = ("neither dimension is the 4 one-hot channels (A, C, G, T)" if len(mshape) == 2 and 4 not in mshape
+               else "none of the layouts dnalift passes: (4, length), (length, 4), (4, 1, length)")
+        raise ModelInputError(f"{name}: the model takes rows of shape {_shown(mshape)}: {why}; wrap the model in a "
+                              f"module whose forward takes (n, 4, length) and reshapes")
+    length = _data_length(shape, mshape, layout)
+    if length is None:
         raise ModelInputError(
-            f"{name}: the model takes rows of shape {shown}, dnalift passes one-hot rows (4, length) or "
-            f"(length, 4); wrap the model in a module whose forward takes (n, 4, length) and reshapes")
-    if 4 not in mshape and None not in mshape:
-        raise ModelInputError(
-            f"{name}: the model takes rows of shape {shown}: neither dimension is the 4 one-hot channels "
-            f"(A, C, G, T); dnalift passes (4, length) or (length, 4); wrap the model so it takes (n, 4, length)")
+            f"{name}: the model takes {_shown(('n', *mshape))} ({layouts.describe(layout)}); the data has shape "
+            f"{shape}: give (n, 4, length) or the model's own layout", argument="X", shape=shape)
     expected = model.input_length
     if expected is not None and expected != length:
-        layout = "(n, 4, L)" if model.layout == "NCL" else "(n, L, 4)"
         raise ModelInputError(
-            f"{name}: the model expects sequences of length {expected} (input {layout}), the data has length "
-            f"{length}; fix: width={expected} (or export the model for length {length})", argument="width",
-            expected=expected, length=length)
+            f"{name}: the model expects sequences of length {expected} (input {layouts.pattern(layout)}), the "
+            f"data has length {length}; fix: width={expected} (or export the model for length {length})",
+            argument="width", expected=expected, length=length)
 
 
 # ----------------------------------------------------------------------------------------------------------

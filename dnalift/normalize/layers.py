@@ -17,6 +17,7 @@ from dnalift.graph import op_name
 from dnalift.attribution.kinds.bookkeeping import Meta, NoValue
 from dnalift.attribution.kinds.linear import Identity
 from dnalift.errors import DnaliftError
+from dnalift.models import layouts
 from dnalift.models.loaded import LoadedModel
 
 WeightLayout = registry.WeightLayout
@@ -176,13 +177,9 @@ def first_layers(gm, x_node):
 
 def column_ids(model: LoadedModel) -> torch.Tensor:
     """(1, *input_shape) float64 tensor: 1 + 4 * position + channel at each entry (0 is left for padding)."""
-    if model.layout == "NLC":
-        length = model.input_shape[0]
-        ids = 1 + torch.arange(4 * length, dtype=torch.float64).reshape(length, 4)
-    else:
-        length = model.input_shape[1]
-        ids = 1 + torch.arange(4 * length, dtype=torch.float64).reshape(length, 4).T.contiguous()
-    return ids.unsqueeze(0)
+    length = model.input_length
+    ids = 1 + torch.arange(4 * length, dtype=torch.float64).reshape(length, 4).T  # (4, length)
+    return layouts.to_model(ids, model.layout).contiguous().unsqueeze(0)
 
 
 def fetch_attr(gm, target: str):

@@ -46,6 +46,7 @@ from dnalift.errors import DnaliftError
 from dnalift.attribution.registry import Role
 from dnalift.normalize.layers import (Blocked, Evaluator, WeightLayout, column_ids, entry_of, fetch_attr, first_layers,
                                      input_node, op_args, packet, set_arg, weights_of)
+from dnalift.models import layouts
 from dnalift.models.export import export_module, unlift
 from dnalift.models.loaded import LoadedModel
 
@@ -79,8 +80,9 @@ def normalize_first_layer(model: LoadedModel) -> LoadedModel:
     if model.normalized:
         return model
     where = model.path or "<module>"
-    if len(model.input_shape) != 2 or any(d is None for d in model.input_shape) or 4 not in model.input_shape:
-        raise DnaliftError(f"{where}: weight normalisation needs a fixed one-hot input (4, length) or (length, 4), "
+    if layouts.detect(model.input_shape) is None or any(d is None for d in model.input_shape):
+        raise DnaliftError(f"{where}: weight normalisation needs a fixed one-hot input (4, length), (length, 4) or "
+                           f"(4, 1, length), "
                            f"the model takes {model.input_shape}; load it with input_length=L or pass --no-normalize")
     gm = unlift(model.program)
     x_node = input_node(gm, where)
