@@ -144,19 +144,12 @@ def test_scores_sum_to_delta_in_float64(loaded, name):
 
 
 @pytest.mark.slow
-def test_recurrent_layers_score_once_their_ops_have_rules(loaded):
-    """LSTM/GRU export to aten.lstm / aten.gru: refused before running, naming them, while dnalift has no rule
-    for them; scored (summing to delta) once it has."""
-    from dnalift.attribution.registry import rule_for
-    from dnalift.errors import UnsupportedOpError
-
+def test_recurrent_layers_score_and_sum_to_delta(loaded):
+    """Keras LSTM/GRU/Bidirectional become torch's recurrent ops, which dnalift writes out as their cells:
+    the model scores and sums to delta in float64."""
     m = loaded("recurrent.k2.h5")
     x = torch.from_numpy(keras_inputs("recurrent.k2.h5")[0]).double().transpose(1, 2)
     refs = x.roll(3, dims=-1)[:, None]
-    if rule_for("lstm") is None or rule_for("gru") is None:
-        with pytest.raises(UnsupportedOpError, match="aten.lstm"):
-            attribute(m, x, refs, dtype=torch.float64)
-        return
     a = attribute(m, x, refs, dtype=torch.float64)
     torch.testing.assert_close(a.contributions.sum((-2, -1)), a.predictions - a.reference_predictions,
                                rtol=0, atol=1e-9)
