@@ -18,12 +18,15 @@ rule
     facts normalisation and pooling need (:class:`~dnalift.attribution.registry.OpRule`).
 plan, step
     The graph compiled for one (mode, max rule): a step per op that depends on the input, each with its kind
-    chosen once (:mod:`dnalift.attribution.plan`).
+    chosen once (:mod:`dnalift.attribution.plan`; :func:`~dnalift.attribution.modes.assign_modes` chooses
+    Rescale or RevealCancel per nonlinearity, :meth:`OpRule.kind_for` the kind of an op whose rule depends on
+    its arguments).
 difference
     ``Δx = x − x⁰``: a value on the sequence minus the same value on a reference.
 parts
     A difference carried as its positive and negative parts (Δ⁺, Δ⁻), which RevealCancel needs
-    (:mod:`dnalift.attribution.parts`). Only this is called a split.
+    (:mod:`dnalift.attribution.parts`); the pass that carries them is the parts pass. Only this is called a
+    split.
 multiplier
     ``m = Δy/Δx`` (Rescale, RevealCancel), what the backward pass carries.
 contribution, hypothetical score
@@ -33,11 +36,14 @@ delta error
     result file).
 target
     The scalar per row that is explained: an output index, a name, ``counts`` or ``profile``
-    (:mod:`dnalift.attribution.targets`).
+    (:mod:`dnalift.attribution.targets`). Targets are *resolved* against the model's outputs; nothing else is
+    resolved.
 pairing
-    How the rows of sequences and references line up in one batch (``n`` sequences × ``r`` references).
+    How the rows of sequences and references line up in one batch (``n`` sequences × ``r`` references;
+    :meth:`~dnalift.attribution.pairing.Pairing.per_sequence` views them per sequence).
 describe
-    The rule table of a model (:func:`~dnalift.attribution.engine.describe`, ``dnalift info``).
+    The rule table of a model (:func:`~dnalift.attribution.engine.describe`, ``dnalift info``); a device or a
+    layout has a *label* (``device_label``, ``layouts.label_of``).
 
 Layers of this package, top down: ``engine`` (the API: :func:`~dnalift.attribution.engine.attribute`) →
 ``runner`` and ``batching`` (passes over batches) → ``plan`` and ``modes`` (graph → steps) → ``targets`` →

@@ -9,11 +9,11 @@ import torch
 from dnalift.attribution.plan import Plan, value_meta
 from dnalift.errors import ModelInputError
 
-__all__ = ["resolve_device", "describe_device", "auto_batch_size", "batches", "CPU_BUDGET", "CPU_MIN_ROWS",
+__all__ = ["torch_device", "device_label", "auto_batch_size", "batches", "CPU_BUDGET", "CPU_MIN_ROWS",
            "CPU_MAX_ROWS", "CPU_MEMORY", "CUDA_MAX_ROWS"]
 
 
-def resolve_device(device) -> torch.device:
+def torch_device(device) -> torch.device:
     """``"auto"`` -> CUDA when PyTorch sees one, else the CPU; a CUDA device that is not there is refused."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -24,7 +24,7 @@ def resolve_device(device) -> torch.device:
     return device
 
 
-def describe_device(device: torch.device) -> str:
+def device_label(device: torch.device) -> str:
     """What a run's log says of its device: its name and memory (``cuda:0 (NVIDIA H100 80GB HBM3, 79.1 GiB, 78.5
     GiB free)``, ``cpu (AMD EPYC 7B13, 2 threads, 23.4 GiB)``)."""
     gib = 2 ** 30

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from dnalift.attribution import hypothetical as hyp
-from dnalift.attribution.batching import auto_batch_size, batches, resolve_device
+from dnalift.attribution.batching import auto_batch_size, batches, torch_device
 from dnalift.attribution.pairing import Pairing
 from dnalift.attribution.plan import Plan, compile_plan, describe as describe_plan, program_outputs
 from dnalift.attribution.precision import arithmetic, dtype_of, lower_dtype
@@ -124,7 +124,7 @@ def batch_size_of(model, example_shape: tuple, *, rule: str = "rescale", max_rul
     """
     program, _, _ = program_of(model, tuple(example_shape))
     plan = plan_for(program, mode=rule, max_rule=max_rule, allow_gradient=allow_gradient)
-    return auto_batch_size(plan, device=resolve_device(device), dtype=dtype)
+    return auto_batch_size(plan, device=torch_device(device), dtype=dtype)
 
 
 def describe(model, *, rule: str = "rescale", max_rule: str = "exact", allow_gradient=()) -> list[dict]:
@@ -265,7 +265,7 @@ def attribute(model, X, references, *, target=0, rule: str = "rescale", max_rule
         raise ModelInputError(f"the model takes {len(plan.control_inputs)} input(s) beside the sequence "
                               f"({', '.join(c[0] for c in plan.control_inputs)}); give control_inputs='zeros' to "
                               "score it with all-zero control tracks", argument="control_inputs")
-    device = resolve_device(device)
+    device = torch_device(device)
     precision = precision or ("float64" if dtype == torch.float64 else "float32")
     runner = Runner(plan, device=device, dtype=dtype, lower=lower_dtype(precision))
     rows = batch_size or auto_batch_size(plan, device=device, dtype=dtype)
@@ -301,7 +301,7 @@ def _in_model_layout(X, R, layout: str, row: tuple):
     if given is None:
         shown = ", ".join(map(str, row))
         also = "" if layout == "NCL" else f", or (n, 4, {layouts.length_of(row, layout)}) (dnalift's layout)"
-        raise ModelInputError(f"the model takes inputs of shape (n, {shown}) ({layouts.describe(layout)}){also}; "
+        raise ModelInputError(f"the model takes inputs of shape (n, {shown}) ({layouts.label_of(layout)}){also}; "
                               f"the data has shape {tuple(X.shape)}", argument="X")
     if given == "model":
         return X, R, False

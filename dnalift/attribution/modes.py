@@ -31,7 +31,7 @@ def _dependent_parents(step, producers) -> list:
     return [producers[n.name] for n in iter_nodes(step.args) if n.name in producers]
 
 
-def resolve(steps: list, mode: str) -> bool:
+def assign_modes(steps: list, mode: str) -> bool:
     """Set ``mode`` on nonlinear steps and ``needs_split`` on every step; whether any step needs parts.
 
     Parameters

@@ -25,7 +25,7 @@ class Pairing:
     n: int
     r: int
 
-    def split(self, ref: torch.Tensor, dim: int) -> torch.Tensor:
+    def per_sequence(self, ref: torch.Tensor, dim: int) -> torch.Tensor:
         """View ``ref`` (..., n*r, ...) at ``dim`` as (..., n, r, ...)."""
         shape = ref.shape
         return ref.reshape(shape[:dim] + (self.n, self.r) + shape[dim + 1:])
@@ -39,7 +39,7 @@ class Pairing:
             return torch.zeros_like(ref)
         if self.r == 1:
             return x - ref
-        return (x.unsqueeze(dim + 1) - self.split(ref, dim)).reshape(ref.shape)
+        return (x.unsqueeze(dim + 1) - self.per_sequence(ref, dim)).reshape(ref.shape)
 
     def expand(self, x: torch.Tensor, dim: int | None) -> torch.Tensor:
         """``x`` (..., n, ...) repeated for each reference: (..., n*r, ...) (materialised)."""

@@ -2,7 +2,7 @@
 
 A plan is the exported ATen graph as a list of steps in execution order. Each step knows its function (the
 out-of-place version of the op), its arguments (graph values or constants), its rule from the registry
-(:mod:`dnalift.attribution.registry`) resolved once for the mode and max rule (``mode`` of a nonlinearity,
+(:mod:`dnalift.attribution.registry`) chosen once for the mode and max rule (``mode`` of a nonlinearity,
 whether its difference must be carried as positive and negative parts), the dimension that holds the batch, and
 after which step each value can be freed. Every op without a rule is found here, before anything runs, and named
 with the line of the model's source that made it, all of them in one error.
@@ -63,7 +63,7 @@ class Step:
         ``"exact"`` or ``"gradient"``.
     needs_split : bool
         Whether this step's difference is carried as positive and negative parts (a RevealCancel unit reads it).
-    split_pass : bool
+    parts_pass : bool
         Whether the plan runs the RevealCancel pass (some unit gets RevealCancel), where differences are carried.
     """
 
@@ -80,7 +80,7 @@ class Step:
     mode: str | None = None
     max_rule: str = "exact"
     needs_split: bool = False
-    split_pass: bool = False
+    parts_pass: bool = False
 
     @property
     def label(self) -> str:
@@ -88,7 +88,7 @@ class Step:
         return self.rule.label_for(self) if self.rule is not None else self.kind
 
     def run(self, args, kwargs):
-        """The op's value on resolved arguments."""
+        """The op's value on argument values."""
         if self.rule is None:
             return self.fn(*args, **kwargs)
         return self.rule.forward(self, args, kwargs)
@@ -156,7 +156,7 @@ class Plan:
     x_needed : set of str
         Nodes whose values on the sequences the rules read.
     mode, max_rule : str
-    split_pass : bool
+    parts_pass : bool
         Whether some nonlinearity gets RevealCancel (the engine then carries differences as parts).
     notes : list of str
         Remarks on ``allow_gradient`` (names that do not occur or need no fallback).
@@ -173,7 +173,7 @@ class Plan:
     x_needed: set
     mode: str
     max_rule: str
-    split_pass: bool
+    parts_pass: bool
     notes: list = dataclasses.field(default_factory=list)
     _cast_cache: dict = dataclasses.field(default_factory=dict)
 
@@ -290,7 +290,7 @@ def _add_step(g: _Graph, node, shaped: set, allow_gradient) -> None:
     g.dependent.add(node.name)
     rule, role, reason = None, Role.OTHER, "an op with no DeepLIFT rule"
     if entry is not None:
-        rule, role = entry.resolve(node, g.dependent)
+        rule, role = entry.kind_for(node, g.dependent)
         n_dependent = sum(1 for n in iter_nodes(value_args) if n.name in g.dependent and _carries_values(n))
         if rule.max_dependent is not None and n_dependent > rule.max_dependent:
             reason, rule = f"an op with {n_dependent} input-dependent tensors", None
@@ -377,13 +377,13 @@ def compile_plan(program, *, mode: str = "rescale", max_rule: str = "exact", all
     steps = [s for s in steps if all(s is not d for d in dropped)]
     for step in steps:
         step.max_rule = max_rule
-    split_pass = modes.resolve(steps, mode)
+    parts_pass = modes.assign_modes(steps, mode)
     for step in steps:
-        step.split_pass = split_pass
+        step.parts_pass = parts_pass
     x_needed = _x_needed(steps, outputs)
     released = _released(steps, outputs)
     return Plan(steps, g.input_name, g.control_inputs, outputs, constants, released, g.input_shape, g.batch_dims,
-                x_needed, mode, max_rule, split_pass, notes)
+                x_needed, mode, max_rule, parts_pass, notes)
 
 
 def program_outputs(program) -> list:
@@ -455,19 +455,19 @@ def _fold_constants(steps, constants) -> dict:
         if step.kind != "const":
             continue
         with torch.no_grad():
-            env[step.node.name] = step.fn(*resolve(step.args, env), **resolve(step.kwargs, env))
+            env[step.node.name] = step.fn(*values_in(step.args, env), **values_in(step.kwargs, env))
         folded[step.node.name] = env[step.node.name]
     return folded
 
 
-def resolve(arg, env):
+def values_in(arg, env):
     """Replace graph nodes in (nested) arguments by their values in ``env``."""
     if isinstance(arg, torch.fx.Node):
         return env[arg.name]
     if isinstance(arg, (list, tuple)):
-        return type(arg)(resolve(a, env) for a in arg)
+        return type(arg)(values_in(a, env) for a in arg)
     if isinstance(arg, dict):
-        return {k: resolve(v, env) for k, v in arg.items()}
+        return {k: values_in(v, env) for k, v in arg.items()}
     return arg
 
 
@@ -492,5 +492,5 @@ def describe(plan: Plan) -> list[dict]:
     return rows
 
 
-__all__ = ["Step", "Output", "Plan", "compile_plan", "program_outputs", "describe", "resolve", "unsupported_error",
+__all__ = ["Step", "Output", "Plan", "compile_plan", "program_outputs", "describe", "values_in", "unsupported_error",
            "batch_dim_of", "value_meta"]

@@ -115,7 +115,7 @@ class OpRule:
     pad_value: str | None = None
     softmax_head: bool = False
 
-    def resolve(self, node, dependent: set) -> tuple[Kind, Role]:
+    def kind_for(self, node, dependent: set) -> tuple[Kind, Role]:
         """The kind and role for one graph node."""
         if self.select is None:
             return self.kind, self.role

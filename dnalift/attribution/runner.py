@@ -12,7 +12,7 @@ import torch
 from dnalift.attribution.kinds.base import RunContext
 from dnalift.attribution.pairing import Pairing, near_zero_threshold
 from dnalift.attribution.parts import Split, map_parts, total
-from dnalift.attribution.plan import Plan, resolve
+from dnalift.attribution.plan import Plan, values_in
 
 __all__ = ["Runner"]
 
@@ -74,7 +74,7 @@ class Runner:
         kept = {name: env[name] for name in self.plan.x_needed if name in env}
         with torch.no_grad():
             for index, step in enumerate(self.plan.steps):
-                args, kwargs = resolve(step.args, env), resolve(step.kwargs, env)
+                args, kwargs = values_in(step.args, env), values_in(step.kwargs, env)
                 value = self._shaped(step, args, kwargs) if step.kind == "shape" else self._back(step.run(args, kwargs))
                 env[step.node.name] = value
                 if step.node.name in self.plan.x_needed:
@@ -88,7 +88,7 @@ class Runner:
         env = self._start(refs)
         ctx = RunContext(pairing, self.eps, self.plan.batch_dims, x_env, env)
         for index, step in enumerate(self.plan.steps):
-            args, kwargs = resolve(step.args, env), resolve(step.kwargs, env)
+            args, kwargs = values_in(step.args, env), values_in(step.kwargs, env)
             if step.kind == "shape":
                 env[step.node.name] = self._shaped(step, args, kwargs)
             else:
@@ -96,7 +96,7 @@ class Runner:
             self._free(env, index)
         return refs, self._outputs(env)
 
-    def split_pass(self, refs: torch.Tensor, x_env: dict, pairing: Pairing, inputs: torch.Tensor):
+    def parts_pass(self, refs: torch.Tensor, x_env: dict, pairing: Pairing, inputs: torch.Tensor):
         """Reference forward (no autograd) beside the differences; returns (input diff, output diffs, outputs),
         the outputs' differences and values as targets see them."""
         ref_env = self._start(refs)
@@ -105,7 +105,7 @@ class Runner:
         d_env = ctx.d_env
         for index, step in enumerate(self.plan.steps):
             with torch.no_grad():
-                args, kwargs = resolve(step.args, ref_env), resolve(step.kwargs, ref_env)
+                args, kwargs = values_in(step.args, ref_env), values_in(step.kwargs, ref_env)
                 value = self._shaped(step, args, kwargs) if step.kind == "shape" else self._back(step.run(args, kwargs))
             ref_env[step.node.name] = value
             if step.kind != "shape":
@@ -142,12 +142,12 @@ class Runner:
         ref_anchors = [pairing.expand(a, 0) if a is not None else None for a in anchors]
         dims = [self.plan.batch_dims.get(o.node.name) or 0 for o in self.plan.outputs]
         with torch.enable_grad():
-            if not self.plan.split_pass:
+            if not self.plan.parts_pass:
                 leaf, ref_out = self.rescale_pass(refs, x_env, pairing)
                 values = [t(ref_out, w) for t, w in zip(targets, ref_anchors)]
                 on_refs = [v.detach() for v in values]
             else:
-                leaf, d_out, ref_out = self.split_pass(refs, x_env, pairing, inputs)
+                leaf, d_out, ref_out = self.parts_pass(refs, x_env, pairing, inputs)
                 on_refs = [t(ref_out, w) for t, w in zip(targets, ref_anchors)]
                 x_rep = [pairing.expand(x, d) for x, d in zip(x_out, dims)]
                 below = [x - d for x, d in zip(x_rep, d_out)]

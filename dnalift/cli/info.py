@@ -65,7 +65,7 @@ def info(model, rule, max_rule, input_length, layout, arch, arch_kwargs, trust_m
                    layout=layout)
     shape = ", ".join("L" if d is None else str(d) for d in m.input_shape)
     click.echo(f"model:   {model} ({m.format}, sha256 {m.sha256[:16]}...)")
-    click.echo(f"input:   (n, {shape}) {layouts.describe(m.layout)}; sequence length {m.input_length or 'free'}")
+    click.echo(f"input:   (n, {shape}) {layouts.label_of(m.layout)}; sequence length {m.input_length or 'free'}")
     for i, control in enumerate(m.control_shapes, 2):
         dims = ", ".join(map(str, control))
         click.echo(f"input {i}: (n, {dims}) a control input: zeros when scored (--control-inputs zeros), "

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 __all__ = ["LAYOUTS", "row_of", "detect", "length_of", "dnalift_row", "data_layout", "to_model", "from_model",
-           "channel_axis", "pattern", "describe"]
+           "channel_axis", "pattern", "label_of"]
 
 #: the layouts, in the order ``layout="auto"`` tries them on a module
 LAYOUTS = ("NCL", "NLC", "NC1L")
@@ -90,7 +90,7 @@ def pattern(layout: str) -> str:
     return _DESCRIPTIONS[layout][0]
 
 
-def describe(layout: str) -> str:
+def label_of(layout: str) -> str:
     """``"channels A,C,G,T last"``: the layout in words, for messages and ``dnalift info``."""
     return _DESCRIPTIONS[layout][1]
 

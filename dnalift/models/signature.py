@@ -357,7 +357,7 @@ def check_input(model, shape) -> None:
     length = _data_length(shape, mshape, layout)
     if length is None:
         raise ModelInputError(
-            f"{name}: the model takes {_shown(('n', *mshape))} ({layouts.describe(layout)}); the data has shape "
+            f"{name}: the model takes {_shown(('n', *mshape))} ({layouts.label_of(layout)}); the data has shape "
             f"{shape}: give (n, 4, length) or the model's own layout", argument="X", shape=shape)
     expected = model.input_length
     if expected is not None and expected != length:

@@ -49,14 +49,14 @@ def run_batch_size(config, model, length: int, paths) -> tuple[int, str]:
             log.info("resuming with the interrupted run's batch size, %d", recorded)
             return recorded, "the interrupted run's"
     from dnalift.attribution import engine
-    from dnalift.attribution.batching import auto_batch_size, resolve_device
+    from dnalift.attribution.batching import auto_batch_size, torch_device
 
     program, _, _ = engine.program_of(model, (4, length))
     plan = engine.plan_for(program, mode=str(config.rule), max_rule=str(config.max_rule),
                            allow_gradient=config.allow_gradient)
     from dnalift.attribution.precision import dtype_of
 
-    return int(auto_batch_size(plan, device=resolve_device(config.device), dtype=dtype_of(config.precision))), "automatic"
+    return int(auto_batch_size(plan, device=torch_device(config.device), dtype=dtype_of(config.precision))), "automatic"
 
 
 def _recorded(paths) -> int | None:

@@ -69,13 +69,13 @@ def log_device(run) -> None:
     check when a run is slow ("is it even on the GPU?"). The command line shows it by default."""
     import logging
 
-    from dnalift.attribution.batching import describe_device, resolve_device
+    from dnalift.attribution.batching import device_label, torch_device
 
     c = run.config
-    device = resolve_device(c.device)
+    device = torch_device(c.device)
     rows, how = run.batch_size, run.batch_size_from
     logging.getLogger("dnalift.pipeline.device").info(
-        "device %s; %s sequence-reference pairs per batch (%s); precision %s", describe_device(device),
+        "device %s; %s sequence-reference pairs per batch (%s); precision %s", device_label(device),
         f"{rows:,}", how, c.precision)
 
 

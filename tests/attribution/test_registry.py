@@ -79,7 +79,7 @@ def test_steps_carry_their_rule_for_the_mode():
     for mode in ("rescale", "revealcancel", "genomics"):
         plan = plan_for(program, mode=mode)
         labels[mode] = [s.label for s in plan.steps if s.kind == "nonlinear"]
-        assert plan.split_pass is (mode != "rescale")
+        assert plan.parts_pass is (mode != "rescale")
     assert labels == {"rescale": ["Rescale", "Rescale"], "revealcancel": ["RevealCancel", "RevealCancel"],
                       "genomics": ["Rescale", "RevealCancel"]}
     weighted = [s for s in plan_for(program, mode="genomics").steps if s.name == "linear"]
@@ -93,7 +93,7 @@ def test_genomics_mode_on_an_all_convolution_model_is_rescale():
     X = random_one_hot(2, 10, seed=3, dtype=F64)
     R = random_one_hot(4, 10, seed=4, dtype=F64)
     program = export(frozen(lambda: model, dtype=F64), X)
-    assert not plan_for(program, mode="genomics").split_pass
+    assert not plan_for(program, mode="genomics").parts_pass
     genomics = attribute(program, X, R, rule="genomics", dtype=F64)
     rescale = attribute(program, X, R, rule="rescale", dtype=F64)
     assert torch.equal(genomics.contributions, rescale.contributions)

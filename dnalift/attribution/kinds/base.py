@@ -187,7 +187,7 @@ class Kind:
         ----------
         step : Step
         args, kwargs
-            The step's arguments with graph values resolved on the references.
+            The step's arguments with graph values looked up on the references.
         deltas : list
             The difference of each positional argument (None for arguments that do not depend on the input),
             a tensor or a :class:`~dnalift.attribution.parts.Split`.

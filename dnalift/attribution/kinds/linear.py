@@ -265,7 +265,7 @@ class Weighted(Linear):
         return step.needs_split
 
     def x_output(self, step) -> bool:
-        return step.split_pass  # its difference is read from the forward passes
+        return step.parts_pass  # its difference is read from the forward passes
 
     def label_for(self, step) -> str:
         return "linear (positive/negative parts)" if step.needs_split else self.label

@@ -19,7 +19,7 @@ from dnalift.models.signature import parse_layout
 from dnalift.models.files import keras, pickles
 from dnalift.models.files.safetensors import read_safetensors
 from dnalift.models.files.sniff import sha256_file, sniff
-from dnalift.models.files.state_dict import MODULE_ARGUMENTS_HINT, build_module, describe, extract_state_dict
+from dnalift.models.files.state_dict import MODULE_ARGUMENTS_HINT, build_module, summary_of, extract_state_dict
 
 __all__ = ["load_model", "LOADERS", "CONVERT_HINT"]
 
@@ -179,7 +179,7 @@ def _load_torch_pickle(r: _Request) -> LoadedModel:
                                f"is damaged or truncated", argument="model") from e
     state = extract_state_dict(obj)
     if state is None:
-        raise ModelFormatError(f"{r.where}: holds {describe(obj)}, not a model or a state_dict (a mapping of "
+        raise ModelFormatError(f"{r.where}: holds {summary_of(obj)}, not a model or a state_dict (a mapping of "
                                f"parameter names to tensors)", argument="model")
     return _from_state_dict(state, r, fmt="state_dict")
 
@@ -195,7 +195,7 @@ def _from_trusted_pickle(r: _Request) -> LoadedModel:
         return _export_loaded(obj, r, fmt="pickle")
     state = extract_state_dict(obj)
     if state is None:
-        raise ModelFormatError(f"{r.where}: holds {describe(obj)}, not a model or a state_dict", argument="model")
+        raise ModelFormatError(f"{r.where}: holds {summary_of(obj)}, not a model or a state_dict", argument="model")
     return _from_state_dict(state, r, fmt="pickle")
 
 

@@ -14,7 +14,7 @@ import torch.nn as nn
 from dnalift.errors import ModelFormatError
 from dnalift.errors import first_line
 
-__all__ = ["STATE_DICT_KEYS", "extract_state_dict", "describe", "build_module"]
+__all__ = ["STATE_DICT_KEYS", "extract_state_dict", "summary_of", "build_module"]
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def extract_state_dict(obj) -> dict | None:
     return None
 
 
-def describe(obj) -> str:
+def summary_of(obj) -> str:
     """``a dict with keys ...`` or ``a package.Class``, for messages."""
     if isinstance(obj, Mapping):
         keys = ", ".join(repr(k) for k in list(obj)[:5])
