@@ -110,6 +110,8 @@ def score_chunk(run, c0: int, c1: int, progress, done: int, inputs=None):
         warnings.simplefilter("always")
         hyp, pred, ref_pred, deltas = _attribute(run, X, R, names, report)
     n_bad = check_finite(names, hyp, pred, ref_pred, deltas, allow=c.allow_nonfinite)
+    if run.tally is not None:
+        run.tally.add(deltas, lambda i: names[i], start=run.row_start + c0)
     for w in caught:  # a conservation warning about NaN deltas only repeats what check_finite said
         if not (n_bad and issubclass(w.category, ConservationWarning)):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
