@@ -205,10 +205,10 @@ def _run_engine(run, X, R, names, progress, strand: str = ""):
     c = run.config
     options = {}
     if c.control_inputs != ControlInputs.ZEROS:
-        options["control_inputs"] = str(c.control_inputs)
-    res = engine.attribute(run.model, X, R, target=list(run.targets), rule=str(c.rule),
-                           max_rule=str(c.max_rule), batch_size=run.batch_size, device=c.device,
-                           precision=str(c.precision),
+        options["control_inputs"] = c.control_inputs
+    res = engine.attribute(run.model, X, R, target=list(run.targets), rule=c.rule,
+                           max_rule=c.max_rule, batch_size=run.batch_size, device=c.device,
+                           precision=c.precision,
                            allow_gradient=c.allow_gradient, names=[f"{strand}{name}" for name in names],
                            progress=progress, **options)
     if res.hypothetical is None:

@@ -371,3 +371,28 @@ def test_delta_tally_keeps_the_first_of_equal_deltas_and_joins_parts():
     single = DeltaTally(["only"])
     single.add(deltas[:, :1], names.__getitem__, start=0)
     assert (single.value, single.name) == (0.3, "d")
+
+
+def test_options_reach_the_engine_as_enum_members(files, tmp_path, monkeypatch):
+    """ScoreConfig's members go to the engine as they are (no str round trip); the engine keeps them."""
+    import dnalift.attribution.engine as engine
+    from dnalift.options import MaxRule, Mode, Precision
+
+    real, seen = engine.attribute, []
+
+    def attribute(*args, **kwargs):
+        seen.append(kwargs)
+        result = real(*args, **kwargs)
+        seen.append(result)
+        return result
+
+    monkeypatch.setattr(engine, "attribute", attribute)
+    score(files, output=tmp_path / "o.h5", n_refs=2, rule="genomics", max_rule="gradient")
+    kwargs, result = seen[0], seen[1]
+    assert kwargs["rule"] is Mode.GENOMICS and kwargs["max_rule"] is MaxRule.GRADIENT
+    assert kwargs["precision"] is Precision.FLOAT32
+    assert result.rule is Mode.GENOMICS and result.max_rule is MaxRule.GRADIENT
+    program = torch.export.load(files.model)  # one plan per mode, whether named by its member or its string
+    plan = engine.plan_for(program, mode="genomics", max_rule="gradient")
+    assert engine.plan_for(program, mode=Mode.GENOMICS, max_rule=MaxRule.GRADIENT) is plan
+    assert plan.mode is Mode.GENOMICS and {s.mode for s in plan.steps if s.kind == "nonlinear"} <= set(Mode)
