@@ -34,7 +34,7 @@ from dnalift.attribution.precision import arithmetic, dtype_of, lower_dtype
 from dnalift.attribution.runner import Runner
 from dnalift.attribution.targets import Target, output_table, resolve_targets
 from dnalift.models import layouts
-from dnalift.options import ControlInputs, MaxRule, Mode
+from dnalift.options import ControlInputs, MaxRule, Mode, Precision
 from dnalift.errors import ConservationWarning, ModelInputError, ReferenceInputError
 
 log = logging.getLogger(__name__)
@@ -251,8 +251,8 @@ def attribute(model, X, references, *, target=0, rule: str = "rescale", max_rule
     """
     if precision is not None:
         dtype = dtype_of(precision)
-    rule = Mode.parse(rule, argument="rule").value
-    max_rule = MaxRule.parse(max_rule, argument="max_rule").value
+    rule = Mode.parse(rule, argument="rule")  # members from here on (a str enum: plain strings are accepted)
+    max_rule = MaxRule.parse(max_rule, argument="max_rule")
     control_inputs = ControlInputs.parse(control_inputs, argument="control_inputs")
     X, R = _check_inputs(X, references, dtype)
     n, r = X.shape[0], R.shape[1]
@@ -266,7 +266,8 @@ def attribute(model, X, references, *, target=0, rule: str = "rescale", max_rule
                               f"({', '.join(c[0] for c in plan.control_inputs)}); give control_inputs='zeros' to "
                               "score it with all-zero control tracks", argument="control_inputs")
     device = torch_device(device)
-    precision = precision or ("float64" if dtype == torch.float64 else "float32")
+    precision = Precision.parse(precision, argument="precision") if precision is not None else (
+        Precision.FLOAT64 if dtype == torch.float64 else Precision.FLOAT32)
     runner = Runner(plan, device=device, dtype=dtype, lower=lower_dtype(precision))
     rows = batch_size or auto_batch_size(plan, device=device, dtype=dtype)
     targets, single = _targets(plan, target, unit_names, getattr(model, "name", "the model"))
@@ -378,7 +379,7 @@ def _conservation_hint(max_rule: str, let_through) -> str:
         hints.append(f"Likely cause: {', '.join(let_through)}, let through with gradients (allow_gradient, "
                      "--allow-gradient), which need not sum to delta; rewrite that part of the model with ops that "
                      "have a rule (`dnalift info` lists them)")
-    if max_rule == "gradient":
+    if max_rule == MaxRule.GRADIENT:
         hints.append("The gradient max rule does not sum to delta; use the exact one (max_rule='exact', "
                      "--max-rule exact)")
     if not hints:

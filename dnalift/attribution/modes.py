@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from dnalift.attribution.kinds.base import iter_nodes
 from dnalift.attribution.registry import Role
+from dnalift.options import Mode
 
 def _dependent_parents(step, producers) -> list:
     return [producers[n.name] for n in iter_nodes(step.args) if n.name in producers]
@@ -44,8 +45,8 @@ def assign_modes(steps: list, mode: str) -> bool:
     for step in steps:
         if step.kind != "nonlinear":
             continue
-        if mode == "genomics":
-            step.mode = "revealcancel" if _feeding_layer(step, producers) is Role.DENSE else "rescale"
+        if mode == Mode.GENOMICS:
+            step.mode = Mode.REVEALCANCEL if _feeding_layer(step, producers) is Role.DENSE else Mode.RESCALE
         else:
             step.mode = mode
     users: dict[str, list] = {}

@@ -363,8 +363,8 @@ def compile_plan(program, *, mode: str = "rescale", max_rule: str = "exact", all
     ModelInputError
         When the program takes no tensor input or its output does not depend on it.
     """
-    mode = Mode.parse(mode, argument="rule").value
-    max_rule = MaxRule.parse(max_rule, argument="max_rule").value
+    mode = Mode.parse(mode, argument="rule")
+    max_rule = MaxRule.parse(max_rule, argument="max_rule")
     allow = tuple(a.removeprefix("aten.") for a in allow_gradient)
     g = _walk(program, allow)
     notes = _allow_notes(g, allow)

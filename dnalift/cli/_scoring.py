@@ -114,11 +114,7 @@ def scoring_options(command):
 
 def config_options(options: dict) -> dict:
     """The :class:`~dnalift.pipeline.config.ScoreConfig` keyword arguments of the shared options' values."""
-    options = dict(options)
-    if options.get("arch_kwargs") is not None and options.get("arch") is None:
-        raise click.UsageError("--arch-kwargs needs --arch")
-    if options.get("resume") and options.get("force"):
-        raise click.UsageError("give --resume (finish the partial file) or --force (start afresh), not both")
+    options = dict(options)  # cross-option checks (--arch-kwargs needs --arch, --resume or --force) are ScoreConfig's
     reference, n_refs = options.get("reference"), options.get("n_refs")
     if reference in ReferenceMethod.values() and reference != ReferenceMethod.DINUC and n_refs != 1 and \
             click.get_current_context().get_parameter_source("n_refs") == click.core.ParameterSource.COMMANDLINE:

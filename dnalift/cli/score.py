@@ -63,14 +63,8 @@ def score(model, seqs, output, regions, genome, width, center, off_genome, verbo
     """
     _logging.setup(verbose, quiet)
     ctx = click.get_current_context()
-    if seqs is not None and regions is not None:
-        raise click.UsageError("give either SEQS.fa or --regions, not both")
-    if seqs is None and regions is None:
-        raise click.UsageError("give the sequences: SEQS.fa, or --regions BED with --genome FASTA")
-    if regions is not None and genome is None:
-        raise click.UsageError("--regions needs --genome FASTA (the genome the regions are on)")
-    if regions is None and genome is not None:
-        raise click.UsageError("--genome is for --regions; with a FASTA of sequences leave it out")
+    # SEQS.fa or --regions, --regions with --genome: ScoreConfig checks them; whether --center or --off-genome was
+    # given (not only its default) only the command line knows
     for name in ("center", "off_genome"):
         if regions is None and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
             raise click.UsageError(f"--{name.replace('_', '-')} applies to --regions windows only")

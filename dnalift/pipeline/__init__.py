@@ -52,7 +52,7 @@ from dnalift.pipeline.batch import run_batch_size
 from dnalift.pipeline.chunks import Overlap, log_device, read_chunk, score_chunk
 from dnalift.pipeline.inputs import (check_argument_order, check_device, check_precision, open_inputs, scan,
                                      shuffle_workers)
-from dnalift.pipeline.outputs import ScoreSummary, output_paths, resolve_targets, worst_delta
+from dnalift.pipeline.outputs import DeltaTally, ScoreSummary, output_paths, resolve_targets
 
 __all__ = ["score", "score_part", "ScoreConfig", "ScoreSummary", "output_paths", "resolve_targets"]
 
@@ -83,6 +83,7 @@ class _Run:
     batch_size_from: str  # for the log: the option, the interrupted run's or automatic
     writers: list = dataclasses.field(default_factory=list)
     fresh: list = dataclasses.field(default_factory=list)
+    tally: DeltaTally | None = None  # the worst delta, carried from the chunks
 
 
 def score(config: ScoreConfig, *, progress: Callable[[int, int], None] | None = None) -> ScoreSummary:
@@ -178,13 +179,12 @@ def _score_locked(config: ScoreConfig, progress, t0: float, *, part=None, final_
                         "dnalift merge takes it with the others", config.shard, len(source))
         attrs = _attrs(run, fingerprint, shard)
         _open_writers(run, attrs)
+        run.tally = tally = DeltaTally([t.label for t in targets])
         n_resumed = _score_chunks(run, progress)
-        seconds = time.perf_counter() - t0
-        worst_value, worst_name, n_nonfinite = worst_delta(run.targets, run.paths)
         return ScoreSummary(outputs=paths, targets=[t.label for t in targets], n_sequences=run.n_rows,
                             n_scored=run.n_rows - n_resumed, n_resumed=n_resumed, n_skipped=len(source.skipped),
-                            seconds=seconds, max_abs_delta=worst_value, worst=worst_name, n_nonfinite=n_nonfinite,
-                            paired=config.variants is not None)
+                            seconds=time.perf_counter() - t0, max_abs_delta=tally.value, worst=tally.name,
+                            n_nonfinite=tally.n_nonfinite, paired=config.variants is not None, tally=tally)
     finally:
         source.close()
         if references is not None:
@@ -294,6 +294,7 @@ def _score_chunks(run: _Run, progress) -> int:
     n_resumed = run.n_rows - sum(b - a for a, b in pending)
     if n_resumed:
         log.info("resuming: %d of %d rows are already complete", n_resumed, run.n_rows)
+        run.tally.add_kept(run.writers, _complement(pending, run.n_rows), offset=run.row_start)
     step = run.writers[0].chunk_size
     chunks = [(c0, min(c0 + step, b)) for a, b in pending for c0 in range(a, b, step)]
     _handle_failures(run, lambda: _start(run, chunks, progress, n_resumed))
@@ -393,6 +394,16 @@ def _union_ranges(lists: Sequence[Sequence[tuple[int, int]]]) -> list[tuple[int,
         else:
             out.append([a, b])
     return [(a, b) for a, b in out]
+
+
+def _complement(ranges: Sequence[tuple[int, int]], n: int) -> list[tuple[int, int]]:
+    """The rows of ``[0, n)`` outside ``ranges`` (sorted, disjoint)."""
+    out, at = [], 0
+    for a, b in ranges:
+        if a > at:
+            out.append((at, a))
+        at = max(at, b)
+    return out + ([(at, n)] if at < n else [])
 
 
 def _abandon(writers, *, delete, quiet: bool = False) -> int:

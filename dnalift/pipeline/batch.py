@@ -52,7 +52,7 @@ def run_batch_size(config, model, length: int, paths) -> tuple[int, str]:
     from dnalift.attribution.batching import auto_batch_size, torch_device
 
     program, _, _ = engine.program_of(model, (4, length))
-    plan = engine.plan_for(program, mode=str(config.rule), max_rule=str(config.max_rule),
+    plan = engine.plan_for(program, mode=config.rule, max_rule=config.max_rule,
                            allow_gradient=config.allow_gradient)
     from dnalift.attribution.precision import dtype_of
 

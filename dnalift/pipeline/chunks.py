@@ -110,6 +110,8 @@ def score_chunk(run, c0: int, c1: int, progress, done: int, inputs=None):
         warnings.simplefilter("always")
         hyp, pred, ref_pred, deltas = _attribute(run, X, R, names, report)
     n_bad = check_finite(names, hyp, pred, ref_pred, deltas, allow=c.allow_nonfinite)
+    if run.tally is not None:
+        run.tally.add(deltas, lambda i: names[i], start=run.row_start + c0)
     for w in caught:  # a conservation warning about NaN deltas only repeats what check_finite said
         if not (n_bad and issubclass(w.category, ConservationWarning)):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -203,10 +205,10 @@ def _run_engine(run, X, R, names, progress, strand: str = ""):
     c = run.config
     options = {}
     if c.control_inputs != ControlInputs.ZEROS:
-        options["control_inputs"] = str(c.control_inputs)
-    res = engine.attribute(run.model, X, R, target=list(run.targets), rule=str(c.rule),
-                           max_rule=str(c.max_rule), batch_size=run.batch_size, device=c.device,
-                           precision=str(c.precision),
+        options["control_inputs"] = c.control_inputs
+    res = engine.attribute(run.model, X, R, target=list(run.targets), rule=c.rule,
+                           max_rule=c.max_rule, batch_size=run.batch_size, device=c.device,
+                           precision=c.precision,
                            allow_gradient=c.allow_gradient, names=[f"{strand}{name}" for name in names],
                            progress=progress, **options)
     if res.hypothetical is None:

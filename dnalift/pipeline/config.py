@@ -215,14 +215,16 @@ class ScoreConfig:
         put(self, "output", _path(self.output, "output", optional=False))
         for name in ("fasta", "regions", "genome", "variants"):
             put(self, name, _path(getattr(self, name), name))
-        if sum(x is not None for x in (self.fasta, self.regions, self.variants)) != 1:
-            raise _option_error("give exactly one of fasta (sequences), regions (with genome) and variants (with "
-                                "genome)", "fasta")
-        for name in ("regions", "variants"):
-            if getattr(self, name) is not None and self.genome is None:
-                raise _option_error(f"{name} need genome=, the genome FASTA the {name} are on", "genome")
+        given = [name for name in ("fasta", "regions", "variants") if getattr(self, name) is not None]
+        if not given:
+            raise _option_error("give the sequences: exactly one of fasta=, regions= (with genome=) or variants "
+                                "(with genome=)", "fasta")
+        if len(given) > 1:
+            raise _option_error(f"give {' or '.join(f'{name}=' for name in given)}, not both", given[1])
+        if given != ["fasta"] and self.genome is None:
+            raise _option_error(f"{given[0]} need genome=, the genome FASTA the {given[0]} are on", "genome")
         if self.fasta is not None and self.genome is not None:
-            raise _option_error("genome= is for regions; with fasta= leave it out", "genome")
+            raise _option_error("genome= is for regions= (or variants); with fasta= leave it out", "genome")
         for name, enum_type in (("center", Center), ("off_genome", OffGenome), ("rule", Mode),
                                 ("max_rule", MaxRule), ("precision", Precision), ("n_policy", NPolicy),
                                 ("layout", Layout), ("control_inputs", ControlInputs),

@@ -137,7 +137,7 @@ def _prepare_parts(folder: Path, config, count: int) -> None:
 def _join(config, summaries: list, folder: Path, seconds: float):
     """Merge each target's parts into its output; the summary of the whole run."""
     from dnalift.io.store import merge_results
-    from dnalift.pipeline.outputs import ScoreSummary, output_paths
+    from dnalift.pipeline.outputs import DeltaTally, ScoreSummary, output_paths
 
     labels = summaries[0].targets
     finals = output_paths(config.output, labels)
@@ -147,11 +147,13 @@ def _join(config, summaries: list, folder: Path, seconds: float):
                       lock=Path(final) != Path(config.output))
         log.info("joined %d parts into %s", len(parts), final)
     shutil.rmtree(folder, ignore_errors=True)
-    worst = max(summaries, key=lambda s: -1.0 if s.max_abs_delta != s.max_abs_delta else s.max_abs_delta)
+    tally = DeltaTally(labels)
+    for s in summaries:  # each part's worst delta, carried from its chunks
+        tally.merge(s.tally)
     return ScoreSummary(outputs=finals, targets=labels, n_sequences=sum(s.n_sequences for s in summaries),
                         n_scored=sum(s.n_scored for s in summaries), n_resumed=sum(s.n_resumed for s in summaries),
-                        n_skipped=summaries[0].n_skipped, seconds=seconds, max_abs_delta=worst.max_abs_delta,
-                        worst=worst.worst)
+                        n_skipped=summaries[0].n_skipped, seconds=seconds, max_abs_delta=tally.value,
+                        worst=tally.name, n_nonfinite=tally.n_nonfinite, paired=summaries[0].paired, tally=tally)
 
 
 class _Workers:

@@ -95,7 +95,7 @@ def _load(config: ScoreConfig, input_length: int | None):
 
     options = {"arch": config.arch, "arch_kwargs": config.arch_kwargs, "trust": config.trust_model}
     if config.layout != Layout.AUTO:
-        options["layout"] = str(config.layout)
+        options["layout"] = config.layout
     return load_model(config.model, input_length=input_length, **options)
 
 

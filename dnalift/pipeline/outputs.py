@@ -13,7 +13,7 @@ import numpy as np
 
 from dnalift.errors import TargetError
 
-__all__ = ["ScoreSummary", "output_paths", "resolve_targets", "worst_delta"]
+__all__ = ["ScoreSummary", "DeltaTally", "output_paths", "resolve_targets"]
 
 
 @dataclasses.dataclass
@@ -45,6 +45,9 @@ class ScoreSummary:
         Rows whose delta is NaN or infinite (kept only with ``allow_nonfinite``), over all targets.
     paired : bool
         Rows come in pairs, two per variant (``n_skipped`` then counts variants).
+    tally : DeltaTally or None
+        Where ``max_abs_delta``, ``worst`` and ``n_nonfinite`` come from (the parts of a run on several devices
+        are joined with it).
     """
 
     outputs: list
@@ -58,6 +61,7 @@ class ScoreSummary:
     worst: str | None
     n_nonfinite: int = 0
     paired: bool = False
+    tally: "DeltaTally | None" = dataclasses.field(default=None, repr=False, compare=False)
 
     def line(self) -> str:
         """The one-line summary ``dnalift score`` prints."""
@@ -129,23 +133,70 @@ def resolve_targets(model, targets: Sequence) -> list:
                           **e.details) from None
 
 
-def worst_delta(targets, paths) -> tuple[float, str | None, int]:
-    """The largest finite ``|delta|`` over the result files, the name of its sequence (cut to 60 characters, and
-    its target for several), and the number of rows whose delta is NaN or infinite."""
-    from dnalift.io.store import open_results
-    from dnalift.pipeline.chunks import short_name
+@dataclasses.dataclass
+class DeltaTally:
+    """The largest finite ``|delta|`` of a run, carried from the chunks as they are computed (nothing is read back).
 
-    worst_value, worst_name, n_nonfinite = float("nan"), None, 0
-    for target, path in zip(targets, paths):
-        label = target.label
-        with open_results(path) as r:
-            for a, b in r.iter_chunks(65536):
-                d = np.abs(r.deltas(slice(a, b)).astype(np.float64))
-                finite = np.isfinite(d)
-                n_nonfinite += int(d.size - np.count_nonzero(finite))
-                d = np.where(finite, d, -1.0)
-                if finite.any() and (math.isnan(worst_value) or d.max() > worst_value):
-                    i = int(np.argmax(d))
-                    worst_value = float(d[i])
-                    worst_name = short_name(str(r.names_of(a + i))) + (f", target {label}" if len(paths) > 1 else "")
-    return worst_value, worst_name, n_nonfinite
+    Attributes
+    ----------
+    labels : list of str
+        The targets' labels (a name gets ``", target LABEL"`` when there are several).
+    value : float
+        The largest finite ``|delta|`` so far (``nan`` before any finite one).
+    name : str or None
+        Its sequence's name, cut to 60 characters.
+    n_nonfinite : int
+        Deltas (rows x targets) that are NaN or infinite.
+    key : tuple of int
+        ``(target, row)`` of the worst delta: of equal values the first target, then the first row, is kept.
+    """
+
+    labels: list
+    value: float = float("nan")
+    name: str | None = None
+    n_nonfinite: int = 0
+    key: tuple = (math.inf, math.inf)
+
+    def add(self, deltas, name_of, *, start: int, target: int = 0) -> None:
+        """Count rows ``start, start + 1, ...`` (of the whole input) of targets ``target, target + 1, ...``.
+
+        Parameters
+        ----------
+        deltas : array (b, T)
+        name_of : callable
+            ``name_of(i)``: the name of row ``i`` of ``deltas`` (called once, for the worst row only).
+        """
+        d = np.abs(np.asarray(deltas, dtype=np.float64))
+        finite = np.isfinite(d)
+        self.n_nonfinite += int(d.size - np.count_nonzero(finite))
+        if not finite.any():
+            return
+        d = np.where(finite, d, -1.0)
+        t, i = (int(x[0]) for x in np.nonzero(d.T == d.max()))  # first target, then first row, with the maximum
+        self._offer(float(d[i, t]), (target + t, start + i), lambda: str(name_of(i)))
+
+    def _offer(self, value: float, key: tuple, name_of) -> None:
+        from dnalift.pipeline.chunks import short_name
+
+        if math.isnan(self.value) or value > self.value or (value == self.value and key < self.key):
+            several = f", target {self.labels[key[0]]}" if len(self.labels) > 1 else ""
+            self.value, self.key, self.name = value, key, short_name(name_of()) + several
+
+    def add_kept(self, writers, kept: Sequence[tuple[int, int]], *, offset: int, block: int = 65536) -> None:
+        """Count the rows ``kept`` (``(start, stop)`` ranges of the writers' rows) from an interrupted run, read once
+        from the partial files; ``offset``: the first writer row's row in the whole input."""
+        from dnalift.io.store import schema
+
+        for t, w in enumerate(writers):
+            for a, b in kept:
+                for s in range(a, b, block):
+                    d = w.kept(schema.DELTAS, s, min(s + block, b))
+                    self.add(d[:, None], lambda i, s=s, w=w: w.kept(schema.NAMES, s + i, s + i + 1)[0],
+                             start=offset + s, target=t)
+
+    def merge(self, other: "DeltaTally") -> None:
+        """Take in the tally of another part of the same run (rows of every target, numbered in the whole input)."""
+        self.n_nonfinite += other.n_nonfinite
+        if not math.isnan(other.value) and (math.isnan(self.value) or other.value > self.value
+                                            or (other.value == self.value and tuple(other.key) < tuple(self.key))):
+            self.value, self.key, self.name = other.value, other.key, other.name

@@ -104,12 +104,15 @@ def test_parts_are_whole_chunks_covering_every_row_once():
 
 def test_several_devices_give_the_datasets_of_one(files, tmp_path):
     one = tmp_path / "one" / "s.h5"
-    pipeline.score(config(files, one, targets=(0, 2)))
+    alone = pipeline.score(config(files, one, targets=(0, 2)))
     seen = []
     summary = pipeline.score(config(files, tmp_path / "two" / "s.h5", targets=(0, 2), device="cpu,cpu"),
                              progress=lambda done, total: seen.append((done, total)))
     assert [p.name for p in summary.outputs] == ["s.0.h5", "s.2.h5"]
     assert summary.n_sequences == summary.n_scored == N and summary.n_resumed == 0
+    # the parts' worst deltas, carried from their chunks, join into the one device's
+    assert (summary.max_abs_delta, summary.worst, summary.n_nonfinite) == (alone.max_abs_delta, alone.worst, 0)
+    assert alone.max_abs_delta > 0 and alone.worst.endswith(("target 0", "target 2"))
     for target in ("0", "2"):
         assert_same_datasets(tmp_path / "one" / f"s.{target}.h5", tmp_path / "two" / f"s.{target}.h5")
         with h5py.File(tmp_path / "two" / f"s.{target}.h5", "r") as f:

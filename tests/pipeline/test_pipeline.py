@@ -306,3 +306,93 @@ def test_failed_run_leaves_no_empty_folder(files, tmp_path):
     with pytest.raises(TargetError):
         score(files, output=tmp_path / "new" / "deeper" / "o.h5", targets=[7])
     assert list(tmp_path.iterdir()) == []
+
+
+def _worst_in_files(paths) -> tuple[float, str, int]:
+    """The largest finite |delta| over the files, its row's name (and target), the non-finite deltas: read back."""
+    best, name, bad = -1.0, None, 0
+    for path in paths:
+        with open_results(path) as r:
+            d = np.abs(r.deltas().astype(np.float64))
+            bad += int((~np.isfinite(d)).sum())
+            d[~np.isfinite(d)] = -1.0
+            if d.max() > best:
+                best, name = float(d.max()), f"{r.names_of(int(np.argmax(d)))}, target {r.attrs['target']}"
+    return best, name, bad
+
+
+def test_worst_delta_is_carried_from_the_chunks_not_reread(files, tmp_path, monkeypatch):
+    """A fresh run reads no result file back for its summary; a resumed one reads the kept rows once (a delta
+    planted in a kept row of the partial file is the one reported)."""
+    import h5py
+
+    import dnalift.io.store.reader as reader
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a result file was read back")
+
+    with monkeypatch.context() as m:
+        m.setattr(reader.ResultReader, "__init__", refuse)
+        summary = score(files, output=tmp_path / "a.h5", n_refs=3, chunk_size=4, targets=[0, 1])
+    best, name, bad = _worst_in_files(summary.outputs)
+    assert (summary.max_abs_delta, summary.worst, summary.n_nonfinite) == (pytest.approx(best, rel=0), name, bad)
+    assert 0 < best < 1e-3
+
+    out = tmp_path / "b.h5"
+    restore = fail_attribute_on_call(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        score(files, output=out, n_refs=3, chunk_size=4, targets=[0, 1], allow_nonfinite=True)
+    restore()
+    with h5py.File(partial_path(tmp_path / "b.1.h5"), "r+") as f:  # rows 0-3 are kept: plant two deltas there
+        f["deltas"][2], f["deltas"][1] = -0.5, np.nan
+    with monkeypatch.context() as m:
+        m.setattr(reader.ResultReader, "__init__", refuse)
+        summary = score(files, output=out, n_refs=3, chunk_size=4, targets=[0, 1], resume=True, allow_nonfinite=True)
+    assert (summary.n_resumed, summary.max_abs_delta, summary.worst, summary.n_nonfinite) == (4, 0.5, "q2, target 1", 1)
+    assert "worst |summation-to-delta error| 0.5 (q2, target 1); 1 rows with NaN" in summary.line()
+    assert _worst_in_files(summary.outputs) == (0.5, "q2, target 1", 1)
+
+
+def test_delta_tally_keeps_the_first_of_equal_deltas_and_joins_parts():
+    from dnalift.pipeline.outputs import DeltaTally
+
+    deltas = np.array([[0.1, -0.3], [np.inf, 0.3], [0.2, 0.0], [-0.3, np.nan]])  # (rows, targets)
+    names = ["a", "b", "c", "d"]
+    whole = DeltaTally(["x", "y"])
+    whole.add(deltas, names.__getitem__, start=0)
+    assert (whole.value, whole.name, whole.n_nonfinite) == (0.3, "d, target x", 2)  # first target, then first row
+    parts = [DeltaTally(["x", "y"]) for _ in range(2)]
+    parts[0].add(deltas[:2], names.__getitem__, start=0)
+    parts[1].add(deltas[2:], lambda i: names[2 + i], start=2)
+    joined = DeltaTally(["x", "y"])
+    for p in parts[::-1]:
+        joined.merge(p)
+    assert (joined.value, joined.name, joined.n_nonfinite) == (0.3, "d, target x", 2)
+    single = DeltaTally(["only"])
+    single.add(deltas[:, :1], names.__getitem__, start=0)
+    assert (single.value, single.name) == (0.3, "d")
+
+
+def test_options_reach_the_engine_as_enum_members(files, tmp_path, monkeypatch):
+    """ScoreConfig's members go to the engine as they are (no str round trip); the engine keeps them."""
+    import dnalift.attribution.engine as engine
+    from dnalift.options import MaxRule, Mode, Precision
+
+    real, seen = engine.attribute, []
+
+    def attribute(*args, **kwargs):
+        seen.append(kwargs)
+        result = real(*args, **kwargs)
+        seen.append(result)
+        return result
+
+    monkeypatch.setattr(engine, "attribute", attribute)
+    score(files, output=tmp_path / "o.h5", n_refs=2, rule="genomics", max_rule="gradient")
+    kwargs, result = seen[0], seen[1]
+    assert kwargs["rule"] is Mode.GENOMICS and kwargs["max_rule"] is MaxRule.GRADIENT
+    assert kwargs["precision"] is Precision.FLOAT32
+    assert result.rule is Mode.GENOMICS and result.max_rule is MaxRule.GRADIENT
+    program = torch.export.load(files.model)  # one plan per mode, whether named by its member or its string
+    plan = engine.plan_for(program, mode="genomics", max_rule="gradient")
+    assert engine.plan_for(program, mode=Mode.GENOMICS, max_rule=MaxRule.GRADIENT) is plan
+    assert plan.mode is Mode.GENOMICS and {s.mode for s in plan.steps if s.kind == "nonlinear"} <= set(Mode)

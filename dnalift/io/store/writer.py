@@ -1,21 +1,21 @@
 """Writing a result file as the run goes: :class:`ResultWriter`.
 
-Rows go to ``.<name>.partial.h5`` beside the final path, a whole chunk at a time (rows of an unfinished
-chunk wait in memory, at most a few chunks); after each chunk its ``chunks_complete`` flag is set and the
-file is flushed. When the run ends without error the partial file is renamed to the final name in one
-atomic step, so the final name never holds an unfinished file. When the run fails or is killed, the
-partial file stays; running again with ``resume=True`` with the same parameters and inputs keeps the
-complete chunks and computes only the others (:meth:`ResultWriter.pending_ranges`).
+Rows go to ``.<name>.partial.h5`` beside the final path, a whole chunk at a time (rows of an unfinished chunk wait
+in memory, at most a few chunks); after each chunk its ``chunks_complete`` flag is set and the file is flushed. When
+the run ends without error the partial file is renamed to the final name in one atomic step, so the final name never
+holds an unfinished file. When the run fails or is killed, the partial file stays; running again with
+``resume=True`` and the same parameters and inputs keeps the complete chunks and computes only the others
+(:meth:`ResultWriter.pending_ranges`; :meth:`ResultWriter.kept` reads the kept rows).
 
-Full disks: before each chunk the writer checks that the file system has room for it (its uncompressed
-size and a margin), and stops with :class:`~dnalift.errors.DiskFullError` before writing when it has not,
-so the partial file stays valid for ``resume=True``. When a write fails anyway (another process filled the
-disk, a quota, an I/O error), the file can no longer be trusted: the writer stops HDF5 from touching it
-again, removes it and raises :class:`~dnalift.errors.OutputWriteError` (``details["kept"]`` is False).
+Full disks: before each chunk the writer checks that the file system has room for it (its uncompressed size and a
+margin), and stops with :class:`~dnalift.errors.DiskFullError` before writing when it has not, so the partial file
+stays valid for ``resume=True``. When a write fails anyway (another process filled the disk, a quota, an I/O error),
+the file can no longer be trusted: the writer stops HDF5 from touching it again, removes it and raises
+:class:`~dnalift.errors.OutputWriteError` (``details["kept"]`` is False).
 
-A :class:`~dnalift.io.store.lock.OutputLock` on the final name is held from the start to :meth:`close`
-(unless the caller holds one, ``lock=False``), so a second run with the same output refuses to start and
-never deletes the first one's partial file.
+A :class:`~dnalift.io.store.lock.OutputLock` on the final name is held from the start to :meth:`close` (unless the
+caller holds one, ``lock=False``), so a second run with the same output refuses to start and never deletes the first
+one's partial file.
 """
 
 from __future__ import annotations
@@ -123,8 +123,7 @@ class ResultWriter:
         self._attrs = self._run_attrs(attrs)
         self._pending: dict[int, _Pending] = {}
         self._file: h5py.File | None = None
-        self._closed = False
-        self._lock = None
+        self._closed, self._lock = False, None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if lock:
             self._lock = OutputLock(self.path).acquire()
@@ -288,6 +287,10 @@ class ResultWriter:
                 out.append([start, stop])
         return [(a, b) for a, b in out]
 
+    def kept(self, name: str, start: int, stop: int) -> np.ndarray:
+        ds = self._file[name]
+        return (ds.asstr() if h5py.check_string_dtype(ds.dtype) else ds)[start:stop]
+
     @property
     def complete(self) -> bool:
         return self._done_chunks == self._n_chunks
@@ -446,9 +449,8 @@ class ResultWriter:
         self.close(success=exc_type is None)
 
     def close(self, *, success: bool = True, discard: bool = False) -> Path | None:
-        """Finish: with ``success`` and every row written, rename to the final name and return it. Otherwise
-        keep the partial file for ``resume=True`` (or remove it, ``discard``) and return None. The output's
-        lock is released last."""
+        """Finish: with ``success`` and every row written, rename to the final name and return it. Otherwise keep
+        the partial file for ``resume=True`` (or remove it, ``discard``) and return None; the lock is released last."""
         if self._closed:
             self._release()
             return None
