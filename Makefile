@@ -1,6 +1,6 @@
 # The two commands of the README:
 #   make demo   installs dnalift into .venv and scores the bundled demo data, drawing a logo
-#   make test   installs dnalift with its test and workflow extras into .venv and runs the tests
+#   make test   installs dnalift with its test and workflow extras into .venv and runs every test (slow ones too)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -20,7 +20,7 @@ demo: install
 	bash data/run_demo.sh $(VENV)/bin
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m 'slow or not slow'
 
 clean:
 	rm -rf $(VENV) results
