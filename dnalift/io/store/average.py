@@ -21,7 +21,8 @@ import numpy as np
 
 from dnalift.errors import FoldMismatchError, OutputExistsError, StoreError
 from dnalift.io.store import schema
-from dnalift.io.store._h5 import check_dnalift, fmt_rows, open_h5, read_attrs
+from dnalift.io.store._h5 import fmt_rows, open_h5, read_attrs
+from dnalift.io.store.merge import check_distinct, complete_file_info
 from dnalift.io.store.reader import ResultReader
 from dnalift.io.store.writer import ResultWriter
 
@@ -99,12 +100,7 @@ def _check_folds(paths: list[Path], output: Path, force: bool) -> list[dict]:
     if len(paths) < 2:
         raise StoreError(f"average needs the result files of two or more folds; got {len(paths)}",
                          argument="paths")
-    real = [os.path.realpath(p) for p in paths]
-    if len(set(real)) != len(real):
-        raise StoreError("the same file is given twice (perhaps once as a relative and once as an absolute path); "
-                         "give each fold once", argument="paths")
-    if os.path.realpath(output) in real:
-        raise StoreError(f"the output {output} is one of the folds; choose another output", argument="output")
+    check_distinct(paths, output, unit="fold")
     if output.exists() and not force:
         raise OutputExistsError(f"{output} exists; pass force=True to overwrite it or choose another "
                                 f"output", argument="output", path=str(output))
@@ -114,22 +110,11 @@ def _check_folds(paths: list[Path], output: Path, force: bool) -> list[dict]:
 
 
 def _fold_info(p: Path) -> dict:
-    with open_h5(p, "r") as f:
-        check_dnalift(f, p)
-        attrs = read_attrs(f)
-        if schema.FOLD_PREDICTIONS in f or "averaged_from" in attrs:
-            raise StoreError(f"{p} is already an average of folds; average the fold files themselves",
-                             argument="paths", path=str(p))
-        for key in (schema.RAW, schema.CHUNKS_COMPLETE):
-            if key not in f:
-                raise StoreError(f"{p} has no {key} dataset; it is damaged: run `dnalift inspect {p}`",
-                                 argument="paths", path=str(p))
-        if not f[schema.CHUNKS_COMPLETE][...].all():
-            raise StoreError(f"{p} is incomplete (not every chunk was written); finish that run with resume=True "
-                             f"first", argument="paths", path=str(p))
-        shape = f[schema.RAW].shape
-        regions, variants = schema.REGIONS in f, schema.VARIANT_IDS in f
-    return {"path": p, "attrs": attrs, "n": shape[0], "length": shape[2], "regions": regions, "variants": variants}
+    info = complete_file_info(p, unit="run")
+    if info["averaged"] or "averaged_from" in info["attrs"]:
+        raise StoreError(f"{p} is already an average of folds; average the fold files themselves",
+                         argument="paths", path=str(p))
+    return info
 
 
 def _shared(attrs: dict) -> dict:

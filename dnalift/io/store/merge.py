@@ -52,7 +52,7 @@ def merge_results(paths: Sequence[str | os.PathLike], output: str | os.PathLike,
     if output.exists() and not force:
         raise OutputExistsError(f"{output} exists; pass force=True to overwrite it or choose another output",
                                 argument="output", path=str(output))
-    _check_distinct(paths, output)
+    check_distinct(paths, output, unit="shard")
     infos = sorted((_shard_info(p) for p in paths), key=lambda i: (i["start"], i["stop"]))
     params = _check_same_run(infos)
     _check_coverage(infos)
@@ -76,16 +76,21 @@ def merge_results(paths: Sequence[str | os.PathLike], output: str | os.PathLike,
     return output
 
 
-def _check_distinct(paths: list[Path], output: Path) -> None:
+def check_distinct(paths: list[Path], output: Path, *, unit: str) -> None:
+    """Each input file once (by its real path) and the output none of them; ``unit`` names the inputs
+    (``"shard"``, ``"fold"``) in the message."""
     real = [os.path.realpath(p) for p in paths]
     if len(set(real)) != len(real):
-        raise StoreError("the same shard file is given twice (perhaps once as a relative and once as an absolute "
-                         "path); give each shard once", argument="paths")
+        raise StoreError(f"the same {unit} file is given twice (perhaps once as a relative and once as an absolute "
+                         f"path); give each {unit} once", argument="paths")
     if os.path.realpath(output) in real:
-        raise StoreError(f"the output {output} is one of the shards; choose another output", argument="output")
+        raise StoreError(f"the output {output} is one of the {unit}s; choose another output", argument="output")
 
 
-def _shard_info(p: Path) -> dict:
+def complete_file_info(p: Path, *, unit: str) -> dict:
+    """The header of a complete result file: path, attrs, n, length, and whether it has regions, variants and
+    fold predictions (an average); :class:`StoreError` for a damaged or incomplete one (``unit`` names its
+    run in the message: ``"shard"``, ``"run"``)."""
     with open_h5(p, "r") as f:
         check_dnalift(f, p)
         attrs = read_attrs(f)
@@ -94,18 +99,21 @@ def _shard_info(p: Path) -> dict:
                 raise StoreError(f"{p} has no {key} dataset; it is damaged: run `dnalift inspect {p}`",
                                  argument="paths", path=str(p))
         if not f[schema.CHUNKS_COMPLETE][...].all():
-            raise StoreError(f"{p} is incomplete (not every chunk was written); finish that shard with resume=True "
+            raise StoreError(f"{p} is incomplete (not every chunk was written); finish that {unit} with resume=True "
                              f"first", argument="paths", path=str(p))
         shape = f[schema.RAW].shape
-        has_regions = schema.REGIONS in f
-        has_variants = schema.VARIANT_IDS in f
+        return {"path": p, "attrs": attrs, "n": shape[0], "length": shape[2], "regions": schema.REGIONS in f,
+                "variants": schema.VARIANT_IDS in f, "averaged": schema.FOLD_PREDICTIONS in f}
+
+
+def _shard_info(p: Path) -> dict:
+    info = complete_file_info(p, unit="shard")
+    attrs = info["attrs"]
     missing = [k for k in schema.SHARD_ATTRS if k not in attrs]
     if missing:
         raise StoreError(f"{p} is not a shard (no {missing[0]!r} attribute); merge takes the files written "
                          f"with shard='i-of-n'", argument="paths", path=str(p))
-    info = {"path": p, "attrs": attrs, "n": shape[0], "length": shape[2], "regions": has_regions,
-            "variants": has_variants,
-            "start": int(attrs["row_start"]), "stop": int(attrs["row_stop"])}
+    info.update(start=int(attrs["row_start"]), stop=int(attrs["row_stop"]))
     if info["stop"] - info["start"] != info["n"]:
         raise StoreError(f"{p} says it holds rows {info['start']}-{info['stop'] - 1} but has {info['n']} rows; the "
                          f"shard is damaged", argument="paths", path=str(p))
