@@ -310,3 +310,28 @@ class Kernel15(nn.Module):
 
     def forward(self, x):
         return self.out(torch.relu(self.conv(x)).mean(dim=-1))
+
+
+class ConvMeanLinear(nn.Module):
+    """Conv1d(4, channels, kernel, same padding) -> ReLU -> mean over length -> Linear(channels, outputs): the
+    small model of the pipeline, CLI, devices, variants and kept-regions tests."""
+
+    def __init__(self, channels: int, kernel: int, outputs: int):
+        super().__init__()
+        self.conv = nn.Conv1d(4, channels, kernel, padding=kernel // 2)
+        self.out = nn.Linear(channels, outputs)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.conv(x)).mean(dim=-1))
+
+
+def conv_mean_linear(channels: int, kernel: int, outputs: int, *, seed: int, scale: float = 1.0) -> ConvMeanLinear:
+    """A :class:`ConvMeanLinear` in eval mode, initialised under ``torch.manual_seed(seed)`` and its weights
+    multiplied by ``scale`` (spread, so outputs differ between sequences)."""
+    torch.manual_seed(seed)
+    net = ConvMeanLinear(channels, kernel, outputs).eval()
+    if scale != 1.0:
+        with torch.no_grad():
+            for p in net.parameters():
+                p.mul_(scale)
+    return net

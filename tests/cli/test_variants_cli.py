@@ -8,34 +8,20 @@ import types
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 from click.testing import CliRunner
 
 from dnalift.cli import cli
 from dnalift.io.store import open_results
+from toy_models import conv_mean_linear
 
 L = 12
 GENOME = "GATTACAGGCTTACGATCGATCGGATCCATGCAAGTCTAGCTAGGCTAACGTTGCA"  # 56 bases
 
 
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv1d(4, 3, 5, padding=2)
-        self.out = nn.Linear(3, 1)
-
-    def forward(self, x):
-        return self.out(torch.relu(self.conv(x)).mean(dim=-1))
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("variants_cli")
-    torch.manual_seed(1)
-    net = Net().eval()
-    with torch.no_grad():
-        for p in net.parameters():
-            p.mul_(4)
+    net = conv_mean_linear(3, 5, 1, seed=1, scale=4)
     torch.jit.save(torch.jit.script(net), str(d / "net.pt"))
     (d / "g.fa").write_text(f">chr7\n{GENOME}\n")
     vcf = d / "v.vcf"

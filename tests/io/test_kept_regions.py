@@ -15,7 +15,6 @@ import h5py
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 from click.testing import CliRunner
 
 from conftest import fail_attribute_on_call
@@ -25,18 +24,9 @@ from dnalift.errors import OptionError
 from dnalift.io.store import merge_results, open_results, partial_path, validate_results
 from dnalift.io.store.schema import kept_regions_path, regions_format
 from dnalift.pipeline.config import ScoreConfig
+from toy_models import conv_mean_linear
 
 L = 16
-
-
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv1d(4, 3, 5, padding=2)
-        self.out = nn.Linear(3, 1)
-
-    def forward(self, x):
-        return self.out(torch.relu(self.conv(x)).mean(dim=-1))
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +35,7 @@ def files(tmp_path_factory):
     lines 2 (off chr2), 5 (chrUn, not in the genome) and 7 (an N in its window, with n_policy skip) are
     skipped."""
     d = tmp_path_factory.mktemp("kept")
-    torch.manual_seed(0)
-    net = Net().eval()
+    net = conv_mean_linear(3, 5, 1, seed=0)
     batch = torch.export.Dim("batch", min=1)
     torch.export.save(torch.export.export(net, (torch.zeros(2, 4, L),), dynamic_shapes=({0: batch},)),
                       d / "net.pt2")

@@ -14,12 +14,12 @@ import types
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 
 from dnalift.encoding import one_hot_encode
 from dnalift.errors import VariantError
 from dnalift.io.variant_source import open_variants
 from dnalift.io.variants import read_variants
+from toy_models import conv_mean_linear
 
 L = 10
 CHR1 = "ACGTTGCAAGCTTACGGATCCGATATCGGCATGCTAGCTAACCGGTTAAGGCCTTAGCAT"  # 60 bases
@@ -170,24 +170,10 @@ def test_gzip_vcf_reads_the_same(data, tmp_path):
 # ------------------------------------------------------------------------------------------------ scoring
 
 
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv1d(4, 3, 3, padding=1)
-        self.out = nn.Linear(3, 2)
-
-    def forward(self, x):
-        return self.out(torch.relu(self.conv(x)).mean(dim=-1))
-
-
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     d = tmp_path_factory.mktemp("variant_model")
-    torch.manual_seed(0)
-    net = Net().eval()
-    with torch.no_grad():
-        for p in net.parameters():
-            p.mul_(3)
+    net = conv_mean_linear(3, 3, 2, seed=0, scale=3)
     batch = torch.export.Dim("batch", min=1)
     torch.export.save(torch.export.export(net, (torch.zeros(2, 4, L),), dynamic_shapes=({0: batch},)), d / "net.pt2")
     return types.SimpleNamespace(path=d / "net.pt2", net=net)

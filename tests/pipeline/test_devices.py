@@ -12,7 +12,6 @@ import h5py
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 from click.testing import CliRunner
 
 from conftest import write_fasta
@@ -22,31 +21,16 @@ from dnalift.errors import DeviceWorkerError, OptionError
 from dnalift.io.store import partial_path
 from dnalift.pipeline.config import ScoreConfig, parse_device
 from dnalift.pipeline.devices import part_rows, parts_folder
+from toy_models import conv_mean_linear
 
 L = 24
 N = 14
 
 
-class Net(nn.Module):
-    """Conv1d(4, 6, 5) -> ReLU -> mean over length -> Linear(6, 3)."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv1d(4, 6, 5, padding=2)
-        self.out = nn.Linear(6, 3)
-
-    def forward(self, x):
-        return self.out(torch.relu(self.conv(x)).mean(dim=-1))
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("devices")
-    torch.manual_seed(0)
-    net = Net().eval()
-    with torch.no_grad():
-        for p in net.parameters():
-            p.mul_(3)
+    net = conv_mean_linear(6, 5, 3, seed=0, scale=3)
     batch = torch.export.Dim("batch", min=1)
     torch.export.save(torch.export.export(net, (torch.zeros(2, 4, L),), dynamic_shapes=({0: batch},)), d / "net.pt2")
     rng = np.random.default_rng(3)

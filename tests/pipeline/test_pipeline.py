@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 
 from conftest import fail_attribute_on_call
 from dnalift import pipeline
@@ -18,28 +17,15 @@ from dnalift.pipeline.config import ScoreConfig
 from dnalift.encoding import one_hot_encode
 from dnalift.errors import ReferenceInputError, SequenceError, TargetError
 from dnalift.io.store import open_results, partial_path
+from toy_models import conv_mean_linear
 
 L = 16
-
-
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv1d(4, 4, 3, padding=1)
-        self.out = nn.Linear(4, 2)
-
-    def forward(self, x):
-        return self.out(torch.relu(self.conv(x)).mean(dim=-1))
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("pipeline")
-    torch.manual_seed(0)
-    net = Net().eval()
-    with torch.no_grad():
-        for p in net.parameters():
-            p.mul_(3)
+    net = conv_mean_linear(4, 3, 2, seed=0, scale=3)
     example = torch.zeros(2, 4, L)
     batch = torch.export.Dim("batch", min=1)
     torch.export.save(torch.export.export(net, (example,), dynamic_shapes=({0: batch},)), d / "net.pt2")
