@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import signal
 import types
 
@@ -107,8 +108,9 @@ def test_several_devices_give_the_datasets_of_one(files, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_dead_worker_stops_the_other_and_resume_finishes_each_part(files, tmp_path):
-    out = tmp_path / "run" / "s.h5"
+def _score_killing_the_second_worker(files, out):
+    """Score on cpu,cpu and SIGKILL the second worker once three rows are done; the DeviceWorkerError, or None
+    when the second worker had already finished its part before the kill (a race of the test, not of dnalift)."""
     killed = []
 
     def progress(done, total):  # kill the second worker once a chunk is done
@@ -118,10 +120,24 @@ def test_a_dead_worker_stops_the_other_and_resume_finishes_each_part(files, tmp_
             os.kill(victim.pid, signal.SIGKILL)
             killed.append(victim.name)
 
-    with pytest.raises(DeviceWorkerError, match=r"the worker on cpu \(part 2 of 2\) was killed \(SIGKILL") as error:
+    try:
         pipeline.score(config(files, out, device="cpu,cpu"), progress=progress)
-    assert "resume=True" in str(error.value)
-    assert killed and not out.exists()
+    except DeviceWorkerError as e:
+        assert killed
+        return e
+    return None
+
+
+def test_a_dead_worker_stops_the_other_and_resume_finishes_each_part(files, tmp_path):
+    for attempt in range(5):  # the kill must land while the second worker still runs: try again if it did not
+        out = tmp_path / f"run{attempt}" / "s.h5"
+        error = _score_killing_the_second_worker(files, out)
+        if error is not None:
+            break
+    assert error is not None, "the second worker finished before the kill in every attempt"
+    assert re.search(r"the worker on cpu \(part 2 of 2\) was killed \(SIGKILL", str(error))
+    assert "resume=True" in str(error)
+    assert not out.exists()
     left = {p.name for p in parts_folder(out).iterdir()}
     assert partial_path(parts_folder(out) / "2-of-2.h5").name in left  # the killed part, resumable
     assert left & {"1-of-2.h5", partial_path(parts_folder(out) / "1-of-2.h5").name}  # stopped, or done before
